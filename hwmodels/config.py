@@ -1,0 +1,124 @@
+"""The hardware configuration tree: one typed model per block, mirroring the YAML.
+
+The tree is the single source of truth for hardware parameters: hardware presets
+(``configs/*.yaml``) are validated against it, every block reads its own node, and
+the resolved tree is written beside every result. Models are strict (no silent type
+coercion), reject unknown keys and are immutable.
+
+Every latency is in cycles of one global clock (``clock_ghz``). Defaults follow
+``shared/reference/hardware.md`` section (a); the source of each is noted there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Cycles = Annotated[int, Field(ge=0)]
+Positive = Annotated[int, Field(ge=1)]
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class InterruptsConfig(Node):
+    """Preemption of a CPU at transaction boundaries (what stretches race windows)."""
+
+    mean_interval: Cycles = 0  # mean cycles between interrupts (exponential); 0 = none
+    duration: Cycles = 4000  # cycles a CPU is taken away for
+    distribution: Literal["fixed", "exponential"] = "fixed"  # of the duration
+
+
+class CpuConfig(Node):
+    count: Positive = 4
+    load_hit: Cycles = 4
+    load_miss: Cycles = 250  # DRAM pointer chase, 270-287 measured
+    store: Cycles = 4  # retired into the store buffer
+    cmpxchg_local: Cycles = 20  # lock cmpxchg, line owned, 18-26 measured
+    cmpxchg_remote: Cycles = 125  # line last written by another CPU, 122-132 measured
+    clflush_line: Cycles = 260  # first line of clflush_cache_range incl. write-back
+    clflushopt_extra_line: Cycles = 25  # each further line, overlapped
+    mfence: Cycles = 35  # 26-46 measured
+    jitter: Cycles = 0  # +/- cycles added to each transaction, seeded
+    interrupts: InterruptsConfig = InterruptsConfig()
+
+
+class CacheConfig(Node):
+    line_bytes: Literal[32, 64, 128] = 64
+    eviction: Literal["none", "random", "capacity"] = "none"
+    eviction_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # per dirty line per cycle
+    capacity_lines: Positive = 32768  # dirty lines kept under "capacity" (LRU beyond)
+
+
+class DramConfig(Node):
+    read: Cycles = 250
+    write: Cycles = 250
+    channels: Annotated[int, Field(ge=0)] = 0  # 0 = unlimited (no contention modelled)
+    occupancy: Cycles = 0  # cycles one access holds a channel
+
+
+class WriteBufferConfig(Node):
+    """VT-d RWBF: written-back lines invisible to the walker until drained."""
+
+    enabled: bool = False
+    drain: Cycles = 1500  # cycles until a buffered line reaches DRAM by itself
+    flush_cost: Cycles = 1500  # GCMD.WBF write + polling GSTS.WBFS
+
+
+class IotlbConfig(Node):
+    entries: Positive = 64
+    ways: Positive = 64
+    hit: Cycles = 8
+    replacement: Literal["lru", "rr", "random"] = "lru"
+    negative_caching: bool = False  # VT-d caching mode / AMD NpCache
+
+    @model_validator(mode="after")
+    def _geometry(self) -> IotlbConfig:
+        if self.entries % self.ways:
+            raise ValueError(f"entries ({self.entries}) must be a multiple of ways ({self.ways})")
+        return self
+
+
+class WalkCacheConfig(Node):
+    """Paging-structure caches: non-leaf entries per level (genpt level numbers)."""
+
+    entries: dict[Annotated[int, Field(ge=1, le=5)], Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: {3: 4, 2: 8, 1: 32}
+    )
+    probe: Cycles = 10
+
+
+class InvalidationConfig(Node):
+    submit: Cycles = 50  # CPU cost to write one descriptor into the queue
+    command: Cycles = 300  # queue cost to apply one invalidation descriptor
+    wait: Cycles = 2000  # wait descriptor: completion write + the CPU's polling
+
+
+class IommuConfig(Node):
+    coherent_walk: bool = False  # True: the walker snoops CPU caches (ECAP.C / COHACC)
+    snoop: Cycles = 120  # walker read served from a dirty CPU line (coherent walk)
+    write_buffer: WriteBufferConfig = WriteBufferConfig()
+    iotlb: IotlbConfig = IotlbConfig()
+    walk_cache: WalkCacheConfig = WalkCacheConfig()
+    walker_slots: Positive = 8
+    merge_walks: bool = True  # requests for a page being walked wait for that walk
+    link: Cycles = 20  # device <-> IOMMU, each way
+    access_dirty: bool = True  # the walker sets A/D bits where the format has them
+    # Table depths (number of levels) the walker can walk, e.g. [4] for VT-d SAGAW=4-level
+    # only; None = any depth the format allows.
+    walk_levels: list[Annotated[int, Field(ge=2, le=6)]] | None = None
+    invalidation: InvalidationConfig = InvalidationConfig()
+
+
+class HardwareConfig(Node):
+    clock_ghz: Annotated[float, Field(gt=0.0)] = 2.5
+    cpu: CpuConfig = CpuConfig()
+    cache: CacheConfig = CacheConfig()
+    dram: DramConfig = DramConfig()
+    iommu: IommuConfig = IommuConfig()
+
+    def ns(self, cycles: float) -> float:
+        """Convert cycles of this machine's clock to nanoseconds."""
+        return cycles / self.clock_ghz

@@ -1,0 +1,1 @@
+"""The Linux generic page table (genpt / iommupt) as transaction generators."""

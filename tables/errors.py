@@ -1,0 +1,32 @@
+"""Kernel error codes and the exception the synchronous API raises."""
+
+from __future__ import annotations
+
+import errno as _errno
+
+# The kernel's values (Linux, positive). The algorithms return them negated, as the
+# kernel does; the synchronous API turns a negative return into PTError.
+EPERM = _errno.EPERM
+ENOENT = _errno.ENOENT
+ENXIO = _errno.ENXIO
+EAGAIN = _errno.EAGAIN
+ENOMEM = _errno.ENOMEM
+EINVAL = _errno.EINVAL
+ERANGE = _errno.ERANGE
+EOVERFLOW = _errno.EOVERFLOW
+EPROTOTYPE = _errno.EPROTOTYPE
+EOPNOTSUPP = _errno.EOPNOTSUPP
+EADDRINUSE = _errno.EADDRINUSE
+
+
+class PTError(Exception):
+    """A page-table operation failed; ``errno`` holds the positive kernel errno."""
+
+    def __init__(self, err: int, what: str = "") -> None:
+        self.errno = abs(err)
+        name = _errno.errorcode.get(self.errno, str(self.errno))
+        super().__init__(f"{what}: -{name}" if what else f"-{name}")
+
+
+class PTWarning(Exception):
+    """Raised for a PT_WARN_ON when a table is created with ``strict=True``."""
