@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..tables.memory import PAGE_SIZE, TABLE_REGION_BASE, TABLE_REGION_SIZE
+
 Cycles = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
 
@@ -112,12 +114,35 @@ class IommuConfig(Node):
     invalidation: InvalidationConfig = InvalidationConfig()
 
 
+class AllocatorConfig(Node):
+    """The table-page allocator: the region table pages come from, costs, fault injection.
+
+    hardware.md has no measured allocator cost; ``alloc`` and ``free`` are an
+    [assumption] (a per-CPU page-list fast path of a few hundred cycles). Zeroing a new
+    page is charged separately, as one ``cpu.store`` per cache line.
+    """
+
+    base: Annotated[int, Field(ge=0)] = TABLE_REGION_BASE  # physical address, page aligned
+    size: Positive = TABLE_REGION_SIZE  # bytes, whole pages
+    alloc: Cycles = 400  # [assumption] page allocator fast path
+    free: Cycles = 200  # [assumption]
+    fail_nth: Positive | None = None  # the Nth allocation (from 1) fails
+    fail_probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0  # each allocation, seeded
+
+    @model_validator(mode="after")
+    def _aligned(self) -> AllocatorConfig:
+        if self.base % PAGE_SIZE or self.size % PAGE_SIZE:
+            raise ValueError(f"base and size must be multiples of the page size ({PAGE_SIZE})")
+        return self
+
+
 class HardwareConfig(Node):
     clock_ghz: Annotated[float, Field(gt=0.0)] = 2.5
     cpu: CpuConfig = CpuConfig()
     cache: CacheConfig = CacheConfig()
     dram: DramConfig = DramConfig()
     iommu: IommuConfig = IommuConfig()
+    allocator: AllocatorConfig = AllocatorConfig()
 
     def ns(self, cycles: float) -> float:
         """Convert cycles of this machine's clock to nanoseconds."""

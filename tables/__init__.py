@@ -1,1 +1,34 @@
-"""The Linux generic page table (genpt / iommupt) as transaction generators."""
+"""The Linux generic page table (genpt / iommupt) as transaction generators.
+
+``PageTable`` is the synchronous API; ``DirectExecutor`` and ``Interleaver`` run the
+same operation generators against one memory, optionally with a separate hardware
+view, so races between CPUs can be replayed exactly.
+"""
+
+from .common import DriverPolicy
+from .errors import PTError
+from .executor import Blocked, DirectExecutor, Interleaver
+from .fixes import FIX_DESCRIPTIONS, Fixes
+from .formats import FORMATS, get_format
+from .memory import FaultInjector, Memory, PageAllocator
+from .pagetable import PageTable
+from .prot import Prot
+from .walk import WalkStep
+
+__all__ = [
+    "FIX_DESCRIPTIONS",
+    "FORMATS",
+    "Blocked",
+    "DirectExecutor",
+    "DriverPolicy",
+    "FaultInjector",
+    "Fixes",
+    "Interleaver",
+    "Memory",
+    "PTError",
+    "PageAllocator",
+    "PageTable",
+    "Prot",
+    "WalkStep",
+    "get_format",
+]

@@ -58,10 +58,13 @@ class Memory:
         return self.hw.get(pa, 0)
 
     def lines(self, pa: int, nbytes: int) -> range:
-        """Start addresses of the cache lines that overlap ``[pa, pa + nbytes)``."""
+        """Start addresses of the lines x86 clflush_cache_range touches for the range.
+
+        Like the kernel's loop, a zero-length range at an unaligned address still
+        flushes the line it starts in.
+        """
         lb = self.line_bytes
-        first = pa - pa % lb
-        return range(first, pa + max(nbytes, 1), lb)
+        return range(pa - pa % lb, pa + nbytes, lb)
 
     def write_back_line(self, line_pa: int) -> None:
         """Copy one cache line from the CPU view to the hardware view."""
