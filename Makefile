@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/iommusim run
+	$(BIN)/python -m iommusim.tables.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
