@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno as _errno
+import os
 
 # The kernel's values (Linux, positive). The algorithms return them negated, as the
 # kernel does; the synchronous API turns a negative return into PTError.
@@ -19,13 +20,23 @@ EOPNOTSUPP = _errno.EOPNOTSUPP
 EADDRINUSE = _errno.EADDRINUSE
 
 
+# Python names some codes by their aliases (ENOTSUP); use the kernel's spelling.
+KERNEL_NAMES = {EOPNOTSUPP: "EOPNOTSUPP", EAGAIN: "EAGAIN"}
+
+
+def errno_name(err: int) -> str:
+    """"-EINVAL" for -22 or 22."""
+    code = abs(err)
+    return "-" + KERNEL_NAMES.get(code, _errno.errorcode.get(code, str(code)))
+
+
 class PTError(Exception):
     """A page-table operation failed; ``errno`` holds the positive kernel errno."""
 
     def __init__(self, err: int, what: str = "") -> None:
         self.errno = abs(err)
-        name = _errno.errorcode.get(self.errno, str(self.errno))
-        super().__init__(f"{what}: -{name}" if what else f"-{name}")
+        text = f"{errno_name(err)} ({os.strerror(self.errno)})"
+        super().__init__(f"{what}: {text}" if what else text)
 
 
 class PTWarning(Exception):

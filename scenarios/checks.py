@@ -1,0 +1,132 @@
+"""Checks that need the table format or the hardware, run before anything simulates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..hwmodels.config import HardwareConfig
+from ..tables import PTError, get_format
+from ..tables.features import feature_mask
+from ..tables.log2 import ffs
+from . import metrics
+from .problems import Problem, did_you_mean, format_path
+from .schema import Scenario
+from .table import make_table
+from .yamldoc import Loc, YamlDoc
+
+Report = Callable[[Loc, str], None]
+
+
+def check_experiment(s: Scenario, hw: HardwareConfig, doc: YamlDoc) -> list[Problem]:
+    out: list[Problem] = []
+
+    def problem(loc: Loc, message: str) -> None:
+        out.append(Problem(doc.source, doc.line_of(loc), format_path(loc), message))
+
+    fmt = get_format(s.table.format)
+    bad_feature = False
+    for i, name in enumerate(s.table.features):
+        try:
+            feature_mask([name], fmt.private_features)
+        except ValueError as exc:
+            problem(("table", "features", i), str(exc))
+            bad_feature = True
+    if not bad_feature:
+        try:
+            pt = make_table(s, hw)
+        except PTError as exc:
+            problem(("table",), f"the {fmt.name} table cannot be created: {exc}")
+        else:
+            _check_addresses(s, pt.pgsize_bitmap, pt.common.aperture_end, problem)
+            if not fmt.dirty_bit:
+                for loc, _ in _ops(s, "read_and_clear_dirty"):
+                    problem(loc, f"the {fmt.name} format has no dirty tracking")
+
+    if len(s.cpus) > hw.cpu.count:
+        problem(("cpus",), f"{len(s.cpus)} CPUs in the scenario, the hardware has {hw.cpu.count}")
+    _check_names(s, problem)
+    _check_events(s, problem)
+    for name, condition in s.expect.items():
+        if not metrics.is_known(name):
+            hint = did_you_mean(name, [m for m in metrics.METRICS if "<" not in m])
+            problem(("expect", name), f"unknown metric {name!r}{hint}")
+        try:
+            metrics.parse_condition(condition)
+        except ValueError as exc:
+            problem(("expect", name), str(exc))
+    return out
+
+
+def _ops(s: Scenario, kind: str) -> Iterator[tuple[Loc, object]]:
+    for ci, cpu in enumerate(s.cpus):
+        for oi, op in enumerate(cpu.ops):
+            if op.kind == kind:
+                yield ("cpus", ci, "ops", oi, kind), op.body
+
+
+def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) -> None:
+    page = 1 << ffs(bitmap)
+
+    def aligned(loc: Loc, what: str, value: int) -> None:
+        if value % page:
+            problem((*loc, what), f"{value:#x} is not aligned to the smallest page ({page:#x})")
+
+    def inside(loc: Loc, iova: int, size: int) -> None:
+        if iova + size - 1 > last_va:
+            problem(loc, f"{iova:#x}+{size:#x} lies outside the table (last IOVA {last_va:#x})")
+
+    for loc, m in _ops(s, "map"):
+        for what in ("iova", "pa", "size"):
+            aligned(loc, what, getattr(m, what))
+        inside(loc, m.iova, m.size)
+    for loc, u in _ops(s, "unmap"):
+        aligned(loc, "iova", u.iova)
+        aligned(loc, "size", u.size)
+    for loc, r in _ops(s, "map_range_random"):
+        for i, size in enumerate(r.sizes):
+            if size & (size - 1) or not size & bitmap:
+                problem((*loc, "sizes", i), f"{size:#x} is not a page size of this table")
+        aligned((*loc, "region"), "base", r.region.base)
+        aligned((*loc, "region"), "size", r.region.size)
+        inside((*loc, "region"), r.region.base, r.region.size)
+    for di, dev in enumerate(s.devices):
+        for ri, dma in enumerate(dev.dma):
+            if dma.iova % page + dma.size > page:
+                problem(("devices", di, "dma", ri), "a DMA must not cross a page boundary")
+        if dev.stream is not None:
+            st = dev.stream
+            loc = ("devices", di, "stream")
+            if st.size & (st.size - 1) or st.size > page:
+                problem((*loc, "size"), f"a request size must be a power of two <= {page:#x}")
+            if st.region.base % st.size or st.region.size % st.size:
+                problem((*loc, "region"), "the region must be aligned to the request size")
+
+
+def _check_names(s: Scenario, problem: Report) -> None:
+    seen: dict[str, Loc] = {}
+    units = [(("cpus", i), c.name) for i, c in enumerate(s.cpus)]
+    units += [(("devices", i), d.name) for i, d in enumerate(s.devices)]
+    for loc, name in units:
+        if name in seen:
+            problem((*loc, "name"), f"{name!r} is already the name of {format_path(seen[name])}")
+        seen.setdefault(name, loc)
+
+
+def _check_events(s: Scenario, problem: Report) -> None:
+    signalled = {op.signal for cpu in s.cpus for op in cpu.ops if op.signal}
+
+    def need(loc: Loc, event: str | None) -> None:
+        if event is not None and event not in signalled:
+            hint = did_you_mean(event, signalled)
+            problem(loc, f"nobody signals {event!r}{hint}")
+
+    for ci, cpu in enumerate(s.cpus):
+        need(("cpus", ci, "after"), cpu.after)
+        for oi, op in enumerate(cpu.ops):
+            need(("cpus", ci, "ops", oi, "wait"), op.wait)
+    for di, dev in enumerate(s.devices):
+        need(("devices", di, "after"), dev.after)
+        for ri, dma in enumerate(dev.dma):
+            need(("devices", di, "dma", ri, "after"), dma.after)
+        if dev.stream is not None:
+            need(("devices", di, "stream", "after"), dev.stream.after)

@@ -1,0 +1,262 @@
+"""The scenario file schema: strict pydantic models whose tree mirrors the YAML.
+
+Structure and types are checked here (every error in one pass, each with its key
+path); checks that need the table format or the hardware (alignment, page sizes,
+events nobody signals) live in ``scenarios.checks``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    create_model,
+    model_validator,
+)
+
+from ..tables.fixes import Fixes
+
+SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", re.I)
+
+
+def parse_size(value: Any) -> Any:
+    """Accept 4096, "4K", "2M", "1G" (binary units); leave other types to the schema."""
+    if isinstance(value, str):
+        m = SIZE_RE.fullmatch(value)
+        if not m:
+            raise ValueError(f"{value!r} is not a size; use an integer or 4K, 2M, 1G")
+        return int(m[1]) << SIZE_UNITS[m[2].upper()]
+    return value
+
+
+Size = Annotated[
+    int, BeforeValidator(parse_size, json_schema_input_type=int | str), Field(gt=0)
+]
+Address = Annotated[int, Field(ge=0, lt=1 << 64)]
+Cycles = Annotated[int, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")]
+PROT_LETTERS = {"r": "read", "w": "write"}
+PROT_FLAGS = ("read", "write", "cache", "noexec", "mmio")
+
+
+def check_prot(value: str) -> str:
+    """"r", "w", "rw", or IOMMU prot flag names joined by "|" ("read|write|cache")."""
+    words = value.split("|") if "|" in value or value in PROT_FLAGS else list(value)
+    names = [PROT_LETTERS.get(w, w) for w in words]
+    bad = [w for w in names if w not in PROT_FLAGS]
+    if bad or not value:
+        raise ValueError(f"{value!r} is not a protection; use r, w, rw or read|write|cache...")
+    return value
+
+
+Prot = Annotated[str, AfterValidator(check_prot)]
+
+
+def prot_bits(value: str) -> int:
+    """The IOMMU_* bits of a validated protection string."""
+    words = value.split("|") if "|" in value or value in PROT_FLAGS else list(value)
+    return sum(1 << PROT_FLAGS.index(PROT_LETTERS.get(w, w)) for w in set(words))
+
+FORMAT_NAMES = Literal["amdv1", "amdv1_mock", "x86_64", "vtdss", "riscv64"]
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Region(Node):
+    base: Address
+    size: Size
+
+
+# --- the table and the kernel ---------------------------------------------------------
+class TableSpec(Node):
+    format: FORMAT_NAMES
+    vasz_lg2: Annotated[int, Field(ge=1, le=64)] | None = None
+    oasz_lg2: Annotated[int, Field(ge=1, le=64)] | None = None
+    top_level: Annotated[int, Field(ge=0, le=5)] | None = None
+    features: list[str] = []
+    domain: Annotated[int, Field(ge=1)] = 1
+
+
+# One boolean per fix switch of tables.fixes.Fixes, all on unless set.
+FixSwitches = create_model(
+    "FixSwitches",
+    __base__=Node,
+    __doc__="Fix switches (kernel.fixes): true = fixed, false = the historical bug.",
+    **{f.name: (bool, True) for f in fields(Fixes)},
+)
+
+
+class AllocFaults(Node):
+    fail_nth: Annotated[int, Field(ge=1)] | None = None
+    probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+
+
+class DriverSpec(Node):
+    """Override what the driver does after a map (default: derived from the hardware)."""
+
+    flush_write_buffer_on_map: bool | None = None
+    invalidate_on_map: bool | None = None
+
+
+class KernelSpec(Node):
+    fixes: FixSwitches = FixSwitches()
+    alloc_faults: AllocFaults | None = None
+    debug: bool = False  # CONFIG_DEBUG_GENERIC_PT
+    driver: DriverSpec = DriverSpec()
+
+
+# --- CPU workloads --------------------------------------------------------------------
+class MapSpec(Node):
+    iova: Address
+    pa: Address
+    size: Size
+    prot: Prot = "rw"
+
+
+class UnmapSpec(Node):
+    iova: Address
+    size: Size
+
+
+class MapRandomSpec(Node):
+    """Map ``count`` ranges at random free places of ``region``, sizes drawn from ``sizes``."""
+
+    count: Annotated[int, Field(ge=1)]
+    sizes: Annotated[list[Size], Field(min_length=1)]
+    region: Region
+    pa_base: Address = 0x1_0000_0000
+    prot: Prot = "rw"
+
+
+class DirtySpec(Node):
+    iova: Address
+    size: Size
+    no_clear: bool = False
+
+
+OP_KINDS = (
+    "map",
+    "unmap",
+    "signal",
+    "wait",
+    "delay",
+    "map_range_random",
+    "unmap_all",
+    "read_and_clear_dirty",
+)
+
+
+class Op(Node):
+    """One CPU operation: a mapping with exactly one of the OP_KINDS keys."""
+
+    map: MapSpec | None = None
+    unmap: UnmapSpec | None = None
+    signal: Name | None = None
+    wait: Name | None = None
+    delay: Cycles | None = None
+    map_range_random: MapRandomSpec | None = None
+    unmap_all: Literal[True] | None = None
+    read_and_clear_dirty: DirtySpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_words(cls, value: Any) -> Any:
+        if value == "unmap_all":
+            return {"unmap_all": True}
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Op:
+        given = [k for k in OP_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"an operation needs exactly one of: {', '.join(OP_KINDS)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in OP_KINDS if getattr(self, k) is not None)
+
+    @property
+    def body(self) -> Any:
+        return getattr(self, self.kind)
+
+
+class StartSpec(Node):
+    """When something starts: at a cycle, or after a named event."""
+
+    start: Cycles = 0
+    after: Name | None = None
+
+
+class CpuSpec(StartSpec):
+    name: Name
+    ops: list[Op] = []
+
+
+# --- devices --------------------------------------------------------------------------
+class DmaSpec(Node):
+    iova: Address
+    size: Size = 64
+    access: Literal["read", "write"] = "read"
+    at: Cycles | None = None
+    after: Name | None = None
+    domain: Annotated[int, Field(ge=1)] | None = None
+
+
+class StreamSpec(StartSpec):
+    pattern: Literal["sequential", "random"] = "sequential"
+    region: Region
+    count: Annotated[int, Field(ge=1)]
+    size: Size = 64
+    access: Literal["read", "write"] = "read"
+    outstanding: Annotated[int, Field(ge=1)] = 1
+    gap: Cycles = 0
+
+
+class DeviceSpec(StartSpec):
+    name: Name
+    dma: list[DmaSpec] = []
+    stream: StreamSpec | None = None
+
+
+# --- running --------------------------------------------------------------------------
+def seed_count(value: Any) -> Any:
+    """``seeds: N`` means seeds 1..N; a list names the seeds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"seeds must be at least 1, got {value}")
+        return list(range(1, value + 1))
+    return value
+
+
+class RunSpec(Node):
+    seeds: Annotated[
+        list[Annotated[int, Field(ge=0)]],
+        BeforeValidator(seed_count, json_schema_input_type=int | list[int]),
+        Field(min_length=1),
+    ] = [1]
+    until: Annotated[int, Field(ge=1)] = 10_000_000
+
+
+class Scenario(Node):
+    name: Name
+    description: str = ""
+    hardware: str = "vtd-incoherent"
+    overrides: dict[str, Any] = {}
+    table: TableSpec
+    kernel: KernelSpec = KernelSpec()
+    cpus: list[CpuSpec] = []
+    devices: list[DeviceSpec] = []
+    run: RunSpec = RunSpec()
+    expect: dict[str, str] = {}
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
