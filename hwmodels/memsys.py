@@ -44,7 +44,8 @@ class MemorySystem(Memory):
       ``cmpxchg_remote`` if other caches hold it, ``load_miss + cmpxchg_local`` if no
       cache does; afterwards this CPU alone holds it, dirty if the swap happened;
     - flush of n lines (``clflush_cache_range``): ``2 * mfence + clflush_line +
-      (n - 1) * clflushopt_extra_line``, whether the lines are dirty or not;
+      (n - 1) * clflushopt_extra_line``, whether the lines are dirty or not (just the
+      fences when the range covers no line);
     - zeroing a table page: one ``store`` per line.
 
     Clean lines are never evicted. Dirty lines are written back on eviction by policy
@@ -84,8 +85,9 @@ class MemorySystem(Memory):
         self._store = cpu.store
         self._cas_local = cpu.cmpxchg_local
         self._cas_remote = cpu.cmpxchg_remote
+        self._fences = 2 * cpu.mfence
+        self._flush_first = cpu.clflush_line
         self._flush_extra = cpu.clflushopt_extra_line
-        self._flush_base = 2 * cpu.mfence + cpu.clflush_line - cpu.clflushopt_extra_line
         self._lru = cache.eviction == "capacity"
         self._evict_at: dict[int, int] | None = None
         if cache.eviction == "random" and cache.eviction_rate > 0.0:
@@ -163,8 +165,10 @@ class MemorySystem(Memory):
         return found, cost
 
     def flush_cycles(self, lines: int) -> int:
-        """The cost of ``clflush_cache_range`` over ``lines`` lines."""
-        return self._flush_base + lines * self._flush_extra
+        """The cost of ``clflush_cache_range`` over ``lines`` lines (fences included)."""
+        if not lines:
+            return self._fences
+        return self._fences + self._flush_first + (lines - 1) * self._flush_extra
 
     def zero_cycles(self, nbytes: int) -> int:
         """The cost of zeroing ``nbytes`` through the cache (one store per line)."""

@@ -38,10 +38,9 @@ def iotlb_sync_map(c: Common, iova: int, size: int) -> Gen:
     policy = c.driver
     if policy.invalidate_on_map:
         yield (INVALIDATE_RANGE, c.domain, iova, size, True)
-    if policy.flush_write_buffer_on_map:
-        yield (FLUSH_WRITE_BUFFER,)
-    if policy.invalidate_on_map or policy.flush_write_buffer_on_map:
         yield (WAIT_INVALIDATION,)
+    if policy.flush_write_buffer_on_map:
+        yield (FLUSH_WRITE_BUFFER,)  # synchronous: the driver polls until it is done
 
 
 def iommu_unmap(c: Common, iova: int, size: int) -> Gen:

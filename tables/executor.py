@@ -201,3 +201,25 @@ class Interleaver:
                 raise RuntimeError("deadlock: every unfinished CPU waits for a lock")
             step(rng.choice(ready) if rng is not None else ready[0])
         return results
+
+
+class ViewExecutor:
+    """Runs a read-only operation against one view's words, with no side effects.
+
+    Used to ask what the hardware (DRAM) view holds, or what the CPU view holds
+    without disturbing a timed cache model.
+    """
+
+    def __init__(self, words: dict[int, int]) -> None:
+        self.words = words
+
+    def run(self, op: Operation) -> Any:
+        get = self.words.get
+        try:
+            tx = next(op)
+            while True:
+                if tx[0] is not LOAD:
+                    raise RuntimeError(f"{tx[0]} in a read-only walk")
+                tx = op.send(get(tx[1], 0))
+        except StopIteration as stop:
+            return stop.value

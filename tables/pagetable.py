@@ -13,13 +13,13 @@ from typing import Any
 from . import core, init, walk
 from .common import Common, DriverPolicy, top_set
 from .errors import PTError
-from .executor import DirectExecutor, Operation
+from .executor import DirectExecutor, ViewExecutor
 from .features import DMA_INCOHERENT, bit, feature_mask
 from .fixes import Fixes
 from .formats import get_format
 from .formats.base import Format
 from .iter import Gen
-from .memory import KERNEL_DATA_BASE, FaultInjector, Memory
+from .memory import KERNEL_DATA_BASE, FaultInjector
 from .transactions import CHANGE_TOP, LOAD
 
 # Address width when the caller gives none: what the format is normally used with.
@@ -37,23 +37,6 @@ def default_top_level(fmt: Format, vasz: int) -> int:
 def top_word_address(domain: int) -> int:
     """Where a domain's top_of_table word lives (kernel data, never walked)."""
     return KERNEL_DATA_BASE + 64 * domain
-
-
-class _HardwareView:
-    """A read-only executor that loads from the hardware (DRAM) view."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.memory = memory
-
-    def run(self, op: Operation) -> Any:
-        try:
-            tx = next(op)
-            while True:
-                if tx[0] is not LOAD:
-                    raise RuntimeError(f"{tx[0]} in a read-only walk")
-                tx = op.send(self.memory.hw_load(tx[1]))
-        except StopIteration as stop:
-            return stop.value
 
 
 class PageTable:
@@ -159,7 +142,7 @@ class PageTable:
         self.attach()
 
     # --- running operations -----------------------------------------------------------
-    def run(self, op: Operation) -> Any:
+    def run(self, op: Gen) -> Any:
         return self.executor.run(op)
 
     def attach(self) -> None:
@@ -203,6 +186,8 @@ class PageTable:
 
         ``view="hw"`` walks the hardware (DRAM) view from the root the hardware was
         given: what a non-snooping walker would find, ignoring IOTLB and caches.
+        ``view="peek"`` reads the CPU view without going through the executor (no
+        cost, no cache effects): what the software has mapped right now.
         """
         ret, pa = self._run_view(view, walk.lookup, iova)
         return pa if ret == 0 else None
@@ -234,11 +219,13 @@ class PageTable:
     def _run_view(self, view: str, fn: Any, iova: int) -> Any:
         if view == "cpu":
             return self.run(fn(self.common, iova))
+        memory = self.executor.memory
         if view == "hw":
             root, level = self.executor.roots[self.common.domain]
-            hw = _HardwareView(self.executor.memory)
-            return hw.run(fn(self.common, iova, top_set(root, level)))
-        raise ValueError(f"view must be 'cpu' or 'hw', not {view!r}")
+            return ViewExecutor(memory.hw).run(fn(self.common, iova, top_set(root, level)))
+        if view == "peek":
+            return ViewExecutor(memory.cpu).run(fn(self.common, iova))
+        raise ValueError(f"view must be 'cpu', 'hw' or 'peek', not {view!r}")
 
     # --- properties -------------------------------------------------------------------
     @property

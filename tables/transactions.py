@@ -29,7 +29,7 @@ kind                   tuple                                        result sent 
 ``INVALIDATE_RANGE``   ``(INVALIDATE_RANGE, domain, iova, size,     None
                        leaf_only)``
 ``INVALIDATE_ALL``     ``(INVALIDATE_ALL, domain)``                 None
-``FLUSH_WRITE_BUFFER`` ``(FLUSH_WRITE_BUFFER,)``                    None
+``FLUSH_WRITE_BUFFER`` ``(FLUSH_WRITE_BUFFER,)``                    None (once flushed)
 ``WAIT_INVALIDATION``  ``(WAIT_INVALIDATION,)``                     None (once every
                                                                     earlier command took
                                                                     effect)

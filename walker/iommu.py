@@ -1,0 +1,246 @@
+"""The IOMMU: a translation request as a coroutine through link, IOTLB, walker slot,
+walk cache and page walk (gem5 SMMUv3 style).
+
+device --link--> IOTLB lookup --(miss)--> walker slot --> walk-cache probes, deepest
+level first --> item reads through the walker port (DRAM behind the write buffer for
+a non-snooping walker, the CPU view for a snooping one) --> decode as the hardware
+does --> permission check --> A/D update --> IOTLB fill --link--> device.
+
+A fault is a record in ``faults``, never an exception. Two security-relevant events
+are counted beside faults: a walker read of a freed table page (use-after-free; the
+walk goes on with whatever the page holds) and a stale translation (the DMA went to a
+page the CPU view no longer maps there, e.g. through an IOTLB entry that outlived
+its unmap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import simpy
+
+from ..hwmodels.dma import FAULT, OK, Translation
+from ..hwmodels.iotlb import NEGATIVE
+from ..hwmodels.machine import Machine
+from .hwformats import HW_FORMATS, LEAF, NOT_PRESENT, RESERVED, TABLE, HwFormat
+
+Events = Generator[simpy.Event, Any, Translation]
+Truth = Callable[[int, int], "int | None"]
+
+
+class Fault(NamedTuple):
+    cycle: int
+    device: str
+    domain: int
+    iova: int
+    access: str  # "read" or "write"
+    reason: str  # not_present, permission, reserved, geometry, address_range
+    level: int | None  # the table level where the walk stopped
+
+
+class Incident(NamedTuple):
+    """A stale translation or a use-after-free read, for the results file."""
+
+    cycle: int
+    kind: str  # "stale_translation" or "use_after_free"
+    device: str
+    domain: int
+    iova: int
+    pa: int  # where the DMA went / the freed item read
+
+
+@dataclass(slots=True)
+class CachedTranslation:
+    """An IOTLB entry: the page, the permissions of its walk, and whether D is set."""
+
+    base: int
+    size_lg2: int
+    readable: bool
+    writable: bool
+    pte_pa: int
+    dirty: bool
+
+
+class Iommu:
+    """Translates DMA requests for the domains attached to ``machine``'s queue."""
+
+    name = "iommu.walker"
+
+    def __init__(
+        self,
+        machine: Machine,
+        domains: Mapping[int, str],
+        *,
+        truth: Truth | None = None,
+    ) -> None:
+        self.env = machine.env
+        self.cfg = machine.config.iommu
+        self.iotlb = machine.iotlb
+        self.walk_cache = machine.walk_cache
+        self.port = machine.port
+        self.queue = machine.invalidation
+        self._tracer = machine.tracer
+        self.formats: dict[int, HwFormat] = {d: HW_FORMATS[f] for d, f in domains.items()}
+        self.truth = truth
+        self.slots = simpy.Resource(self.env, self.cfg.walker_slots)
+        self._walking: dict[tuple[int, int], simpy.Event] = {}
+        self.faults: list[Fault] = []
+        self.incidents: list[Incident] = []
+        self.walks = 0
+        self.merged = 0
+        self.ad_updates = 0
+
+    # --- the translator interface -------------------------------------------------------
+    def translate(
+        self, device: str, domain: int, iova: int, size: int, is_write: bool
+    ) -> Events:
+        env, cfg = self.env, self.cfg
+        yield env.timeout(cfg.link)
+        hw = self.formats.get(domain)
+        tracks_dirty = cfg.access_dirty and hw is not None and hw.dirty_bit != 0
+        while True:
+            entry = self.iotlb.lookup(domain, iova)
+            yield env.timeout(cfg.iotlb.hit)
+            if entry is NEGATIVE:
+                tr = self._fault(device, domain, iova, is_write, "not_present", None, "iotlb")
+                break
+            # A write through an entry whose D bit is clear must walk to set D.
+            if entry is not None and not (is_write and tracks_dirty and not entry.dirty):
+                tr = self._use(device, domain, iova, is_write, entry)
+                break
+            key = (domain, iova >> 12)
+            pending = self._walking.get(key)
+            if pending is not None and cfg.merge_walks:
+                self.merged += 1
+                yield pending
+                continue
+            done = self._walking[key] = env.event()
+            try:
+                with self.slots.request() as slot:
+                    yield slot
+                    tr = yield from self._walk(device, domain, iova, is_write)
+            finally:
+                del self._walking[key]
+                done.succeed()
+            break
+        yield env.timeout(cfg.link)
+        if tr.outcome == OK and self.truth is not None and self.truth(domain, iova) != tr.pa:
+            self._incident("stale_translation", device, domain, iova, tr.pa)
+        return tr
+
+    # --- the pieces -----------------------------------------------------------------------
+    def _use(
+        self, device: str, domain: int, iova: int, is_write: bool, entry: CachedTranslation
+    ) -> Translation:
+        if not (entry.writable if is_write else entry.readable):
+            return self._fault(device, domain, iova, is_write, "permission", None, "iotlb")
+        pa = entry.base | (iova & ((1 << entry.size_lg2) - 1))
+        return Translation(OK, pa, "iotlb")
+
+    def _walk(self, device: str, domain: int, iova: int, is_write: bool) -> Events:
+        env, cfg = self.env, self.cfg
+        self.walks += 1
+        hw = self.formats.get(domain)
+        root = self.queue.root(domain)
+        if hw is None or root is None:
+            return self._fault(device, domain, iova, is_write, "geometry", None, "walk")
+        table, top = root
+        if cfg.walk_levels is not None and top + 1 not in cfg.walk_levels:
+            # The hardware cannot walk a table of this depth (VT-d SAGAW).
+            return self._fault(device, domain, iova, is_write, "geometry", top, "walk")
+        if not hw.va_ok(top, iova):
+            return self._fault(device, domain, iova, is_write, "address_range", top, "walk")
+
+        level, probes = top, 0
+        for cached in self.walk_cache.levels:
+            if cached > top:
+                break
+            probes += 1
+            hit = self.walk_cache.lookup(domain, cached, iova, hw.item_lg2(cached))
+            if hit is not None:
+                level, table = cached - 1, hit
+                break
+        if probes:
+            yield env.timeout(probes * cfg.walk_cache.probe)
+        path = "walk_cache" if level < top else "walk"
+
+        readable = writable = True
+        while True:
+            pte_pa = table + hw.index(level, iova) * 8
+            if self.port.is_freed_table(pte_pa):
+                self._incident("use_after_free", device, domain, iova, pte_pa)
+            raw = yield from self.port.read(pte_pa)
+            item = hw.decode(level, raw)
+            if item.kind == NOT_PRESENT:
+                self.iotlb.fill_negative(domain, iova, hw.granule_lg2)
+                return self._fault(device, domain, iova, is_write, "not_present", level, path)
+            if item.kind == RESERVED:
+                return self._fault(device, domain, iova, is_write, "reserved", level, path)
+            readable &= item.readable
+            writable &= item.writable
+            if item.kind == TABLE:
+                if item.next_level < level - 1 and not self._skipped_bits_clear(
+                    hw, iova, level, item.next_level
+                ):
+                    return self._fault(device, domain, iova, is_write, "reserved", level, path)
+                if item.next_level == level - 1:
+                    self.walk_cache.fill(domain, level, iova, hw.item_lg2(level), item.addr)
+                table, level = item.addr, item.next_level
+                continue
+            assert item.kind == LEAF
+            if not (writable if is_write else readable):
+                return self._fault(device, domain, iova, is_write, "permission", level, path)
+            dirty = bool(raw & hw.dirty_bit)
+            if cfg.access_dirty and hw.accessed_bit:
+                want = raw | hw.accessed_bit | (hw.dirty_bit if is_write else 0)
+                if want != raw:
+                    found = yield from self.port.update(pte_pa, raw, want)
+                    if found == raw:
+                        self.ad_updates += 1
+                        dirty = bool(want & hw.dirty_bit)
+            entry = CachedTranslation(item.addr, item.size_lg2, readable, writable, pte_pa, dirty)
+            self.iotlb.fill(domain, iova, item.size_lg2, entry)
+            return Translation(OK, item.addr | (iova & ((1 << item.size_lg2) - 1)), path)
+
+    @staticmethod
+    def _skipped_bits_clear(hw: HwFormat, iova: int, level: int, next_level: int) -> bool:
+        """AMD level skipping: the VA bits of the skipped levels must be zero."""
+        low = hw.item_lg2(next_level + 1)
+        high = hw.item_lg2(level)
+        return (iova >> low) & ((1 << (high - low)) - 1) == 0
+
+    def _fault(
+        self,
+        device: str,
+        domain: int,
+        iova: int,
+        is_write: bool,
+        reason: str,
+        level: int | None,
+        path: str,
+    ) -> Translation:
+        access = "write" if is_write else "read"
+        self.faults.append(Fault(self.env.now, device, domain, iova, access, reason, level))
+        if self._tracer is not None:
+            self._tracer.emit(
+                self.name, "fault", device=device, domain=domain, iova=iova, access=access,
+                reason=reason, level=level,
+            )
+        return Translation(FAULT, None, path, reason, level)
+
+    def _incident(self, kind: str, device: str, domain: int, iova: int, pa: int) -> None:
+        self.incidents.append(Incident(self.env.now, kind, device, domain, iova, pa))
+        if self._tracer is not None:
+            self._tracer.emit(self.name, kind, device=device, domain=domain, iova=iova, pa=pa)
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "walks": self.walks,
+            "merged": self.merged,
+            "ad_updates": self.ad_updates,
+            "faults": len(self.faults),
+            "stale_translations": sum(i.kind == "stale_translation" for i in self.incidents),
+            "uaf_events": sum(i.kind == "use_after_free" for i in self.incidents),
+        }
