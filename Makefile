@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m iommusim.tables.demo
+	$(BIN)/iommusim run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -11,6 +11,8 @@ Workloads:
 
 - an explicit list of ``DmaRequest``: each is issued independently, after its
   ``after`` event fires (if any) and not before cycle ``at`` (if any);
+- a ``DmaFeed``: requests handed over while the simulation runs (a device that
+  follows a CPU's maps);
 - a ``DmaStream``: ``count`` requests of ``size`` bytes over ``[base, base + length)``,
   sequential (wrapping) or uniformly random (size-aligned, seeded), at most
   ``outstanding`` in flight, each issued at least ``gap`` cycles after the previous one,
@@ -79,6 +81,23 @@ class DmaStream:
             raise ValueError("count, gap and start must be >= 0, outstanding >= 1")
 
 
+class DmaFeed:
+    """Requests handed to a device while the simulation runs; ``close`` ends the feed.
+
+    This is how a device follows a CPU: each time the CPU maps a buffer, the driver
+    hands the device a request for it.
+    """
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.store: simpy.Store = simpy.Store(env)
+
+    def put(self, request: DmaRequest) -> None:
+        self.store.put(request)
+
+    def close(self) -> None:
+        self.store.put(None)
+
+
 @dataclass(slots=True)
 class DmaRecord:
     device: str
@@ -106,7 +125,7 @@ class DmaDevice:
         domain: int,
         translator: Translator,
         dram: Dram,
-        workload: Sequence[DmaRequest] | DmaStream,
+        workload: Sequence[DmaRequest] | DmaStream | DmaFeed,
         seed: int = 0,
         tracer: Tracer | None = None,
     ) -> None:
@@ -118,11 +137,25 @@ class DmaDevice:
         self._tracer = tracer
         self._rng = component_rng(seed, name)
         self.records: list[DmaRecord] = []  # in completion order
-        run = self._stream(workload) if isinstance(workload, DmaStream) else self._list(workload)
+        if isinstance(workload, DmaStream):
+            run = self._stream(workload)
+        elif isinstance(workload, DmaFeed):
+            run = self._feed(workload)
+        else:
+            run = self._list(workload)
         self.done = env.process(run)
 
     def _list(self, requests: Sequence[DmaRequest]) -> Generator[simpy.Event, Any, None]:
         procs = [self.env.process(self._scheduled(i, r)) for i, r in enumerate(requests)]
+        yield self.env.all_of(procs)
+
+    def _feed(self, feed: DmaFeed) -> Generator[simpy.Event, Any, None]:
+        procs = []
+        while True:
+            request = yield feed.store.get()
+            if request is None:
+                break
+            procs.append(self.env.process(self._scheduled(len(procs), request)))
         yield self.env.all_of(procs)
 
     def _scheduled(self, index: int, r: DmaRequest) -> Generator[simpy.Event, Any, None]:

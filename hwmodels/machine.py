@@ -14,6 +14,7 @@ tables built with it (``PageTable(..., executor=machine.executor)`` or
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import simpy
@@ -21,7 +22,7 @@ import simpy
 from ..tables.executor import DirectExecutor
 from .allocator import TableAllocator
 from .component import Component, collect_stats
-from .config import HardwareConfig
+from .config import CpuConfig, HardwareConfig
 from .cpu import CpuCore, Operation
 from .dram import Dram
 from .invalidation import InvalidationQueue
@@ -43,8 +44,12 @@ class Machine:
         seed: int = 0,
         trace: bool = False,
         env: simpy.Environment | None = None,
+        cpu_configs: Mapping[int, CpuConfig] | None = None,
     ) -> None:
+        """``cpu_configs`` replaces the CPU config of some cores (e.g. one CPU that
+        takes many interrupts)."""
         self.config = config = config if config is not None else HardwareConfig()
+        cpu_configs = cpu_configs or {}
         self.seed = seed
         self.env = env = env if env is not None else simpy.Environment()
         self.tracer = tracer = Tracer(env) if trace else None
@@ -71,7 +76,7 @@ class Machine:
             CpuCore(
                 env,
                 i,
-                config.cpu,
+                cpu_configs.get(i, config.cpu),
                 memory=self.memory,
                 allocator=self.allocator,
                 queue=self.invalidation,

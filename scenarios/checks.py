@@ -10,7 +10,7 @@ from ..tables.features import feature_mask
 from ..tables.log2 import ffs
 from . import metrics
 from .problems import Problem, did_you_mean, format_path
-from .schema import Scenario
+from .schema import Op, Scenario
 from .table import make_table
 from .yamldoc import Loc, YamlDoc
 
@@ -39,29 +39,40 @@ def check_experiment(s: Scenario, hw: HardwareConfig, doc: YamlDoc) -> list[Prob
         else:
             _check_addresses(s, pt.pgsize_bitmap, pt.common.aperture_end, problem)
             if not fmt.dirty_bit:
-                for loc, _ in _ops(s, "read_and_clear_dirty"):
+                for loc, _, _ in _ops(s, "read_and_clear_dirty"):
                     problem(loc, f"the {fmt.name} format has no dirty tracking")
 
     if len(s.cpus) > hw.cpu.count:
         problem(("cpus",), f"{len(s.cpus)} CPUs in the scenario, the hardware has {hw.cpu.count}")
     _check_names(s, problem)
     _check_events(s, problem)
-    for name, condition in s.expect.items():
+    for name, expectation in s.expect.items():
         if not metrics.is_known(name):
             hint = did_you_mean(name, [m for m in metrics.METRICS if "<" not in m])
             problem(("expect", name), f"unknown metric {name!r}{hint}")
         try:
-            metrics.parse_condition(condition)
+            metrics.parse_condition(expectation.condition)
         except ValueError as exc:
             problem(("expect", name), str(exc))
     return out
 
 
-def _ops(s: Scenario, kind: str) -> Iterator[tuple[Loc, object]]:
+def _ops(s: Scenario, kind: str) -> Iterator[tuple[Loc, object, tuple[int, ...]]]:
+    """Every op of a kind with the address offsets of its first and last repetition."""
     for ci, cpu in enumerate(s.cpus):
-        for oi, op in enumerate(cpu.ops):
-            if op.kind == kind:
-                yield ("cpus", ci, "ops", oi, kind), op.body
+        yield from _ops_in(cpu.ops, ("cpus", ci, "ops"), (0,), kind)
+
+
+def _ops_in(
+    ops: list[Op], loc: Loc, offsets: tuple[int, ...], kind: str
+) -> Iterator[tuple[Loc, object, tuple[int, ...]]]:
+    for oi, op in enumerate(ops):
+        if op.kind == kind:
+            yield (*loc, oi, kind), op.body, offsets
+        if op.kind == "repeat":
+            r = op.body
+            inner = tuple(sorted({o + k * r.stride for o in offsets for k in (0, r.count - 1)}))
+            yield from _ops_in(r.ops, (*loc, oi, "repeat", "ops"), inner, kind)
 
 
 def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) -> None:
@@ -75,14 +86,17 @@ def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) ->
         if iova + size - 1 > last_va:
             problem(loc, f"{iova:#x}+{size:#x} lies outside the table (last IOVA {last_va:#x})")
 
-    for loc, m in _ops(s, "map"):
+    for loc, r, _ in _ops(s, "repeat"):
+        aligned(loc, "stride", r.stride)
+    for loc, m, offsets in _ops(s, "map"):
         for what in ("iova", "pa", "size"):
             aligned(loc, what, getattr(m, what))
-        inside(loc, m.iova, m.size)
-    for loc, u in _ops(s, "unmap"):
+        for offset in offsets:
+            inside(loc, m.iova + offset, m.size)
+    for loc, u, _ in _ops(s, "unmap"):
         aligned(loc, "iova", u.iova)
         aligned(loc, "size", u.size)
-    for loc, r in _ops(s, "map_range_random"):
+    for loc, r, _ in _ops(s, "map_range_random"):
         for i, size in enumerate(r.sizes):
             if size & (size - 1) or not size & bitmap:
                 problem((*loc, "sizes", i), f"{size:#x} is not a page size of this table")
@@ -103,6 +117,11 @@ def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) ->
 
 
 def _check_names(s: Scenario, problem: Report) -> None:
+    cpus = {c.name for c in s.cpus}
+    for di, dev in enumerate(s.devices):
+        if dev.follow is not None and dev.follow.cpu not in cpus:
+            hint = did_you_mean(dev.follow.cpu, cpus)
+            problem(("devices", di, "follow", "cpu"), f"no CPU named {dev.follow.cpu!r}{hint}")
     seen: dict[str, Loc] = {}
     units = [(("cpus", i), c.name) for i, c in enumerate(s.cpus)]
     units += [(("devices", i), d.name) for i, d in enumerate(s.devices)]
@@ -113,7 +132,7 @@ def _check_names(s: Scenario, problem: Report) -> None:
 
 
 def _check_events(s: Scenario, problem: Report) -> None:
-    signalled = {op.signal for cpu in s.cpus for op in cpu.ops if op.signal}
+    signalled = {str(name) for _, name, _ in _ops(s, "signal")}
 
     def need(loc: Loc, event: str | None) -> None:
         if event is not None and event not in signalled:
@@ -122,8 +141,8 @@ def _check_events(s: Scenario, problem: Report) -> None:
 
     for ci, cpu in enumerate(s.cpus):
         need(("cpus", ci, "after"), cpu.after)
-        for oi, op in enumerate(cpu.ops):
-            need(("cpus", ci, "ops", oi, "wait"), op.wait)
+    for loc, name, _ in _ops(s, "wait"):
+        need(loc, str(name))
     for di, dev in enumerate(s.devices):
         need(("devices", di, "after"), dev.after)
         for ri, dma in enumerate(dev.dma):

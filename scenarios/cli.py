@@ -10,7 +10,7 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import yaml
@@ -27,6 +27,8 @@ from .resolve import (
     preset_dir,
     preset_names,
 )
+from .results import write_results
+from .runner import PointResult, run_experiment
 from .schema import Scenario
 from .yamldoc import YamlDoc, parse_set
 
@@ -38,6 +40,98 @@ def dump_yaml(data: object) -> str:
 
 
 # --- commands -------------------------------------------------------------------------
+SUMMARY_METRICS = (
+    "dma.requests",
+    "dma.faults",
+    "dma.stale_translations",
+    "dma.latency.mean",
+    "dma.latency.p99",
+    "iotlb.hits",
+    "iotlb.misses",
+    "walker.walks",
+    "cpu.map.count",
+    "cpu.map.latency.mean",
+    "cpu.unmap.latency.mean",
+    "cpu.flush.lines",
+    "table.leaked_pages",
+    "uaf.events",
+    "sim.cycles",
+)
+
+
+def progress_printer(quiet: bool) -> Callable[[int, int], None] | None:
+    """A progress bar on a terminal; a line per tenth of the work otherwise."""
+    if quiet:
+        return None
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        if tty:
+            filled = 30 * done // total
+            end = "\n" if done == total else ""
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} runs", end=end,
+                  file=sys.stderr, flush=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(f"{done}/{total} runs", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _fmt(value: float) -> str:
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.1f}"
+
+
+def print_summary(points: list[PointResult], files: list[Path]) -> None:
+    first = points[0]
+    exp = first.experiment
+    seeds = [r.seed for r in first.runs]
+    print(f"{exp.scenario.name} on {Path(exp.hardware_source).stem}: "
+          f"{len(points)} point(s) x {len(seeds)} seed(s)")
+    shown = list(SUMMARY_METRICS) + [m for m in exp.scenario.expect if m not in SUMMARY_METRICS]
+    if len(points) == 1 and not first.values:
+        agg = first.aggregate()
+        print(f"  {'metric':32} {'mean':>14} {'min':>14} {'max':>14}")
+        for name in shown:
+            a = agg[name]
+            print(f"  {name:32} {_fmt(a['mean']):>14} {_fmt(a['min']):>14} {_fmt(a['max']):>14}")
+    else:
+        keys = list(first.values)
+        cols = [m for m in shown if m in exp.scenario.expect] or ["dma.faults", "dma.latency.mean"]
+        print("  " + "  ".join(f"{k:>24}" for k in keys + cols))
+        for point in points:
+            agg = point.aggregate()
+            cells = [str(point.values[k]) for k in keys] + [_fmt(agg[c]["mean"]) for c in cols]
+            print("  " + "  ".join(f"{c:>24}" for c in cells))
+    for point in points:
+        where = f" at {point.values}" if point.values else ""
+        for e in point.expectations:
+            verdict = "ok" if e.ok else "FAILED"
+            detail = f"holds on {len(e.passed_seeds)}/{len(point.runs)} seeds (needs {e.seeds})"
+            if e.failed_seeds and not e.ok:
+                detail += f"; fails on seeds {', '.join(map(str, e.failed_seeds[:20]))}"
+            print(f"  expect {e.metric} {e.condition}{where}: {verdict}, {detail}")
+    print(f"results: {files[0].parent if len(files) == 1 else files[0].parent.parent}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = find_scenario(args.scenario or DEFAULT_SCENARIO)
+    seeds = None
+    if args.seed is not None:
+        seeds = [args.seed]
+    elif args.seeds is not None:
+        seeds = list(range(1, args.seeds + 1))
+    points = run_experiment(
+        path, args.set, seeds=seeds, jobs=args.jobs, trace=args.trace,
+        progress=progress_printer(args.quiet),
+    )
+    out = Path(args.out) if args.out else Path("results") / points[0].experiment.scenario.name
+    files = write_results(out, points, trace=args.trace)
+    print_summary(points, files)
+    return 0 if all(p.ok for p in points) else 1
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     problems = []
     for name in args.files:
@@ -104,12 +198,33 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 # --- argument parsing -----------------------------------------------------------------
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iommusim",
         description="Cycle-level simulator of IOMMU page walkers and the Linux generic page table.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a scenario and write a results directory")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO",
+                   help=f"a scenario file or catalog name (default: {DEFAULT_SCENARIO})")
+    p.add_argument("--seeds", type=positive_int, metavar="N", help="run seeds 1..N")
+    p.add_argument("--seed", type=int, metavar="S", help="run this one seed")
+    p.add_argument("--jobs", type=positive_int, metavar="J",
+                   help="parallel processes (default: the CPU count)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a hardware or scenario key (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="results directory (default: results/<name>)")
+    p.add_argument("--trace", action="store_true", help="also write the event trace per seed")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate", help="check scenario and hardware files without running")
     p.add_argument("files", nargs="+", metavar="FILE")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from ..tables.transactions import FLUSH_CAUSES
 
 CPU_OPS = ("map", "unmap", "read_and_clear_dirty")
-FAULT_REASONS = ("not_present", "permission", "reserved", "geometry", "freed_table")
+FAULT_REASONS = ("not_present", "permission", "reserved", "geometry", "address_range")
 STATS = ("mean", "p50", "p99", "max")
 
 METRICS: dict[str, str] = {
@@ -23,8 +23,8 @@ METRICS: dict[str, str] = {
     "dma.requests": "DMA requests issued by all devices",
     "dma.completed": "DMA requests that finished (translated or faulted)",
     "dma.faults": "DMA requests that faulted",
-    "dma.faults.<reason>": "faults by reason (not_present, permission, reserved, geometry, "
-    "freed_table)",
+    "dma.faults.<reason>": "faults by reason (not_present, permission, reserved, geometry: "
+    "the walker cannot walk this table or has no root, address_range: IOVA outside the table)",
     "dma.stale_translations": "DMAs translated through a cached entry to a page that is no "
     "longer mapped there",
     "dma.latency.<stat>": "translation + access latency of DMAs (mean, p50, p99, max)",
@@ -50,6 +50,9 @@ METRICS: dict[str, str] = {
     "cpu.<op>.latency.<stat>": "latency of a kind of CPU operation (mean, p50, p99, max)",
     "cpu.<op>.flush.lines": "cache lines flushed per operation of a kind (mean)",
     "cpu.flush.lines": "cache lines flushed by all CPUs",
+    "cpu.map.invisible": "maps that returned while the hardware walker could not translate "
+    "their first or last byte (the missing-flush symptom, independent of DMA timing)",
+    "sim.finished": "1 if every CPU and device finished before run.until",
     "cpu.flush.lines.<cause>": "cache lines flushed, by cause",
     "cpu.lock.wait": "cycles CPUs spent waiting for locks",
     "table.live_pages": "table pages allocated at the end of the run",

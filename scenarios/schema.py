@@ -7,6 +7,7 @@ events nobody signals) live in ``scenarios.checks``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import fields
 from typing import Annotated, Any, Literal
@@ -21,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..hwmodels.config import InterruptsConfig
 from ..tables.fixes import Fixes
 
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
@@ -144,6 +146,14 @@ class DirtySpec(Node):
     no_clear: bool = False
 
 
+class RepeatSpec(Node):
+    """Run ``ops`` ``count`` times; iteration k shifts every IOVA and PA by k * stride."""
+
+    count: Annotated[int, Field(ge=1)]
+    stride: Size
+    ops: Annotated[list[Op], Field(min_length=1)]
+
+
 OP_KINDS = (
     "map",
     "unmap",
@@ -153,6 +163,8 @@ OP_KINDS = (
     "map_range_random",
     "unmap_all",
     "read_and_clear_dirty",
+    "repeat",
+    "barrier",
 )
 
 
@@ -167,6 +179,8 @@ class Op(Node):
     map_range_random: MapRandomSpec | None = None
     unmap_all: Literal[True] | None = None
     read_and_clear_dirty: DirtySpec | None = None
+    repeat: RepeatSpec | None = None
+    barrier: Name | None = None  # wait until every CPU using this barrier reached it
 
     @model_validator(mode="before")
     @classmethod
@@ -198,9 +212,14 @@ class StartSpec(Node):
     after: Name | None = None
 
 
+RepeatSpec.model_rebuild()
+
+
 class CpuSpec(StartSpec):
     name: Name
     ops: list[Op] = []
+    # This CPU's own interrupt load (default: the hardware's cpu.interrupts).
+    interrupts: InterruptsConfig | None = None
 
 
 # --- devices --------------------------------------------------------------------------
@@ -210,7 +229,6 @@ class DmaSpec(Node):
     access: Literal["read", "write"] = "read"
     at: Cycles | None = None
     after: Name | None = None
-    domain: Annotated[int, Field(ge=1)] | None = None
 
 
 class StreamSpec(StartSpec):
@@ -223,10 +241,20 @@ class StreamSpec(StartSpec):
     gap: Cycles = 0
 
 
+class FollowSpec(Node):
+    """DMA to every range a CPU maps, the moment its map returns."""
+
+    cpu: Name
+    size: Size = 64
+    access: Literal["read", "write"] = "write"
+    offset: Annotated[int, Field(ge=0)] = 0  # from the start of each mapped range
+
+
 class DeviceSpec(StartSpec):
     name: Name
     dma: list[DmaSpec] = []
     stream: StreamSpec | None = None
+    follow: FollowSpec | None = None
 
 
 # --- running --------------------------------------------------------------------------
@@ -248,6 +276,29 @@ class RunSpec(Node):
     until: Annotated[int, Field(ge=1)] = 10_000_000
 
 
+SEEDS_RE = re.compile(r"^(all|any|\d+(?:\.\d+)?%)$")
+
+
+def expect_form(value: Any) -> Any:
+    """``metric: "> 0"`` is shorthand for ``{condition: "> 0", seeds: all}``."""
+    return {"condition": value} if isinstance(value, str) else value
+
+
+class Expectation(Node):
+    """A metric condition that must hold on ``seeds``: all, any, or at least N% of them."""
+
+    condition: str
+    seeds: Annotated[str, Field(pattern=SEEDS_RE.pattern)] = "all"
+
+    def required(self, n: int) -> int:
+        """How many of ``n`` seeds must satisfy the condition."""
+        if self.seeds == "all":
+            return n
+        if self.seeds == "any":
+            return 1
+        return math.ceil(n * float(self.seeds[:-1]) / 100)
+
+
 class Scenario(Node):
     name: Name
     description: str = ""
@@ -258,5 +309,7 @@ class Scenario(Node):
     cpus: list[CpuSpec] = []
     devices: list[DeviceSpec] = []
     run: RunSpec = RunSpec()
-    expect: dict[str, str] = {}
+    expect: dict[
+        str, Annotated[Expectation, BeforeValidator(expect_form, json_schema_input_type=str | dict)]
+    ] = {}
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}

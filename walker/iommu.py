@@ -44,11 +44,11 @@ class Incident(NamedTuple):
     """A stale translation or a use-after-free read, for the results file."""
 
     cycle: int
-    kind: str  # "stale_translation" or "use_after_free"
-    device: str
+    kind: str  # "stale_translation", "use_after_free" or "invisible_map"
+    device: str  # the device, or the CPU for an invisible map
     domain: int
     iova: int
-    pa: int  # where the DMA went / the freed item read
+    pa: int  # where the DMA went / the freed item read / the map's address
 
 
 @dataclass(slots=True)
@@ -204,6 +204,33 @@ class Iommu:
             self.iotlb.fill(domain, iova, item.size_lg2, entry)
             return Translation(OK, item.addr | (iova & ((1 << item.size_lg2) - 1)), path)
 
+    def peek(self, domain: int, iova: int) -> int | None:
+        """What a walk from the root register would translate ``iova`` to right now,
+        ignoring the IOTLB and walk caches, in zero time and without side effects:
+        the hardware view (DRAM, or the CPU view for a snooping walker)."""
+        hw = self.formats.get(domain)
+        root = self.queue.root(domain)
+        if hw is None or root is None:
+            return None
+        table, level = root
+        if self.cfg.walk_levels is not None and level + 1 not in self.cfg.walk_levels:
+            return None
+        if not hw.va_ok(level, iova):
+            return None
+        words = self.port.memory.cpu if self.cfg.coherent_walk else self.port.memory.hw
+        while True:
+            item = hw.decode(level, words.get(table + hw.index(level, iova) * 8, 0))
+            if item.kind == TABLE:
+                if item.next_level < level - 1 and not self._skipped_bits_clear(
+                    hw, iova, level, item.next_level
+                ):
+                    return None
+                table, level = item.addr, item.next_level
+            elif item.kind == LEAF:
+                return item.addr | (iova & ((1 << item.size_lg2) - 1))
+            else:
+                return None
+
     @staticmethod
     def _skipped_bits_clear(hw: HwFormat, iova: int, level: int, next_level: int) -> bool:
         """AMD level skipping: the VA bits of the skipped levels must be zero."""
@@ -229,6 +256,10 @@ class Iommu:
                 reason=reason, level=level,
             )
         return Translation(FAULT, None, path, reason, level)
+
+    def note_invisible_map(self, cpu: str, domain: int, iova: int, pa: int) -> None:
+        """Record a map (by ``cpu``) that returned while the hardware could not translate it."""
+        self._incident("invisible_map", cpu, domain, iova, pa)
 
     def _incident(self, kind: str, device: str, domain: int, iova: int, pa: int) -> None:
         self.incidents.append(Incident(self.env.now, kind, device, domain, iova, pa))

@@ -1,0 +1,265 @@
+"""CPU and device workloads of a scenario, as SimPy processes on the machine.
+
+Named events (``signal`` / ``wait`` / ``after``) are SimPy events shared by all CPUs
+and devices. A CPU runs its ops in order, each page-table op on its timed core;
+``map_range_random`` picks free, aligned places in its region (seeded per CPU) and
+``unmap_all`` removes everything that CPU mapped.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Generator
+from typing import Any
+
+import simpy
+
+from ..hwmodels.cpu import CpuCore
+from ..hwmodels.dma import DmaDevice, DmaFeed, DmaRequest, DmaStream
+from ..hwmodels.dram import Dram
+from ..hwmodels.trace import Tracer
+from ..tables import PageTable
+from ..walker import Iommu
+from .schema import CpuSpec, DeviceSpec, MapRandomSpec, Op, prot_bits
+
+Events = Generator[simpy.Event, Any, None]
+
+
+class Signals:
+    """Named events, created on first use."""
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self._events: dict[str, simpy.Event] = {}
+
+    def __getitem__(self, name: str) -> simpy.Event:
+        event = self._events.get(name)
+        if event is None:
+            event = self._events[name] = self.env.event()
+        return event
+
+    def fire(self, name: str) -> None:
+        event = self[name]
+        if not event.triggered:
+            event.succeed()
+
+
+def wait_start(env: simpy.Environment, signals: Signals, start: int, after: str | None) -> Events:
+    """Wait until cycle ``start`` and, if named, the event ``after``."""
+    if after is not None:
+        yield signals[after]
+    if start > env.now:
+        yield env.timeout(start - env.now)
+
+
+class Barriers:
+    """Named barriers: each use waits until every CPU that uses the name arrived.
+
+    A barrier is reusable: inside a ``repeat`` it synchronises every round.
+    """
+
+    def __init__(self, env: simpy.Environment, parties: dict[str, int]) -> None:
+        self.env = env
+        self.parties = parties
+        self._arrived: dict[str, int] = {}
+        self._events: dict[str, simpy.Event] = {}
+
+    def wait(self, name: str) -> simpy.Event:
+        event = self._events.get(name)
+        if event is None:
+            event = self._events[name] = self.env.event()
+        self._arrived[name] = self._arrived.get(name, 0) + 1
+        if self._arrived[name] == self.parties[name]:
+            del self._events[name]
+            self._arrived[name] = 0
+            event.succeed()
+        return event
+
+
+def barrier_parties(cpus: list[CpuSpec]) -> dict[str, int]:
+    """How many CPUs use each barrier name."""
+    parties: dict[str, int] = {}
+
+    def names(ops: list[Op]) -> set[str]:
+        found = {op.barrier for op in ops if op.barrier is not None}
+        for op in ops:
+            if op.repeat is not None:
+                found |= names(op.repeat.ops)
+        return found
+
+    for cpu in cpus:
+        for name in names(cpu.ops):
+            parties[name] = parties.get(name, 0) + 1
+    return parties
+
+
+class Placer:
+    """Chooses non-overlapping, size-aligned places for random maps (shared by CPUs)."""
+
+    def __init__(self) -> None:
+        self.used: list[tuple[int, int]] = []
+
+    def place(self, rng: random.Random, spec: MapRandomSpec, size: int) -> int | None:
+        slots = spec.region.size // size
+        for _ in range(64):
+            iova = spec.region.base + rng.randrange(slots) * size
+            if all(iova + size <= a or b <= iova for a, b in self.used):
+                self.used.append((iova, iova + size))
+                return iova
+        return None
+
+    def release(self, iova: int, size: int) -> None:
+        self.used.remove((iova, iova + size))
+
+
+MapListener = Callable[[int, int, int], None]  # (iova, pa, size) of a completed map
+
+
+class CpuRunner:
+    """Everything one scenario CPU does, in order, on its timed core.
+
+    ``listeners`` hear of every successful map as it returns (devices that follow
+    this CPU, the visibility oracle); ``closers`` run when the CPU has no more work.
+    """
+
+    def __init__(
+        self,
+        spec: CpuSpec,
+        core: CpuCore,
+        pt: PageTable,
+        signals: Signals,
+        barriers: Barriers,
+        placer: Placer,
+        rng: random.Random,
+    ) -> None:
+        self.spec = spec
+        self.barriers = barriers
+        self.core = core
+        self.pt = pt
+        self.signals = signals
+        self.placer = placer
+        self.rng = rng
+        self.listeners: list[MapListener] = []
+        self.closers: list[Callable[[], None]] = []
+        self.mapped: list[tuple[int, int]] = []
+
+    def program(self) -> Events:
+        spec = self.spec
+        try:
+            yield from wait_start(self.core.env, self.signals, spec.start, spec.after)
+            yield from self.run_ops(spec.ops, 0)
+        finally:
+            for close in self.closers:
+                close()
+
+    def _map(self, iova: int, pa: int, size: int, prot: str) -> Events:
+        ret = yield from self.core.execute(self.pt.map_op(iova, pa, size, prot_bits(prot)), "map")
+        if ret == 0:
+            self.mapped.append((iova, size))
+            for listener in self.listeners:
+                listener(iova, pa, size)
+        return ret
+
+    def run_ops(self, ops: list[Op], offset: int) -> Events:
+        core, pt, env = self.core, self.pt, self.core.env
+        for op in ops:
+            kind, body = op.kind, op.body
+            if kind == "map":
+                yield from self._map(body.iova + offset, body.pa + offset, body.size, body.prot)
+            elif kind == "unmap":
+                yield from core.execute(pt.unmap_op(body.iova + offset, body.size), "unmap")
+            elif kind == "signal":
+                self.signals.fire(body)
+            elif kind == "wait":
+                yield self.signals[body]
+            elif kind == "barrier":
+                yield self.barriers.wait(body)
+            elif kind == "delay":
+                yield env.timeout(body)
+            elif kind == "map_range_random":
+                yield from self._map_random(body)
+            elif kind == "unmap_all":
+                for iova, size in self.mapped:
+                    yield from core.execute(pt.unmap_op(iova, size), "unmap")
+                self.mapped.clear()
+            elif kind == "read_and_clear_dirty":
+                op_gen = pt.read_and_clear_dirty_op(body.iova + offset, body.size, body.no_clear)
+                yield from core.execute(op_gen, "read_and_clear_dirty")
+            elif kind == "repeat":
+                for k in range(body.count):
+                    yield from self.run_ops(body.ops, offset + k * body.stride)
+
+    def _map_random(self, spec: MapRandomSpec) -> Events:
+        for _ in range(spec.count):
+            size = self.rng.choice(spec.sizes)
+            iova = self.placer.place(self.rng, spec, size)
+            if iova is None:
+                break  # the region is full
+            pa = spec.pa_base + (iova - spec.region.base)
+            ret = yield from self._map(iova, pa, size, spec.prot)
+            if ret != 0:
+                self.placer.release(iova, size)
+
+
+def device_program(
+    spec: DeviceSpec,
+    env: simpy.Environment,
+    signals: Signals,
+    iommu: Iommu,
+    dram: Dram,
+    domain: int,
+    seed: int,
+    tracer: Tracer | None,
+    devices: list[DmaDevice],
+    feed: DmaFeed | None = None,
+) -> Events:
+    """Start a device's explicit DMAs, its stream and its follower feed once the
+    device itself starts."""
+    yield from wait_start(env, signals, spec.start, spec.after)
+    done = []
+    if feed is not None:
+        dev = DmaDevice(
+            env, spec.name, domain=domain, translator=iommu, dram=dram, workload=feed,
+            seed=seed, tracer=tracer,
+        )
+        devices.append(dev)
+        done.append(dev.done)
+    if spec.dma:
+        requests = [
+            DmaRequest(
+                d.iova,
+                d.size,
+                d.access == "write",
+                at=d.at,
+                after=signals[d.after] if d.after is not None else None,
+            )
+            for d in spec.dma
+        ]
+        dev = DmaDevice(
+            env, spec.name, domain=domain, translator=iommu, dram=dram, workload=requests,
+            seed=seed, tracer=tracer,
+        )
+        devices.append(dev)
+        done.append(dev.done)
+    if spec.stream is not None:
+        st = spec.stream
+        yield from wait_start(env, signals, st.start, st.after)
+        stream = DmaStream(
+            st.region.base,
+            st.region.size,
+            st.size,
+            st.count,
+            outstanding=st.outstanding,
+            gap=st.gap,
+            pattern=st.pattern,
+            is_write=st.access == "write",
+            start=env.now,
+        )
+        dev = DmaDevice(
+            env, spec.name, domain=domain, translator=iommu, dram=dram, workload=stream,
+            seed=seed, tracer=tracer,
+        )
+        devices.append(dev)
+        done.append(dev.done)
+    if done:
+        yield env.all_of(done)
