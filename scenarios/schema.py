@@ -39,6 +39,14 @@ def parse_size(value: Any) -> Any:
     return value
 
 
+def format_size(n: int) -> str:
+    """The inverse of parse_size: 4096 -> "4K", 2**21 -> "2M", 3 * 2**20 + 4096 -> "3076K"."""
+    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
 Size = Annotated[
     int, BeforeValidator(parse_size, json_schema_input_type=int | str), Field(gt=0)
 ]

@@ -24,7 +24,7 @@ from ..tables.transactions import CHANGE_TOP, FLUSH_CAUSES
 from ..walker import Iommu
 from .metrics import CPU_OPS, FAULT_REASONS, STATS
 from .resolve import Experiment
-from .schema import FollowSpec
+from .schema import FollowSpec, format_size
 from .table import make_table
 from .workload import Barriers, CpuRunner, Placer, Signals, barrier_parties, device_program
 
@@ -125,7 +125,7 @@ def simulate(exp: Experiment, seed: int, *, trace: bool = False) -> RunResult:
         metrics,
         [f._asdict() for f in iommu.faults],
         [i._asdict() for i in iommu.incidents],
-        distributions(devices, machine.cpus),
+        distributions(devices, list(runners.values())),
         machine.tracer.records if machine.tracer is not None else [],
     )
 
@@ -210,10 +210,11 @@ def collect_metrics(
 
 
 def distributions(
-    devices: list[DmaDevice], cpus: list[Any]
+    devices: list[DmaDevice], runners: list[CpuRunner]
 ) -> dict[str, dict[str, dict[int, int]]]:
     """Histograms (value -> count) the plots draw: DMA latency by how it was served,
-    CPU operation latency by kind, cache lines flushed per operation by cause."""
+    CPU operation latency by kind and size ("map 4K"), cache lines flushed per
+    operation by kind and cause ("map.leaf")."""
     dma: dict[str, Counter[int]] = {}
     for d in devices:
         for r in d.records:
@@ -221,9 +222,13 @@ def distributions(
             dma.setdefault(key, Counter())[r.latency] += 1
     op_latency: dict[str, Counter[int]] = {}
     op_flush: dict[str, Counter[int]] = {}
-    for c in cpus:
-        for r in c.records:
-            op_latency.setdefault(r.label, Counter())[r.latency] += 1
+    for runner in runners:
+        sized = iter(runner.sizes)
+        for r in runner.core.records:
+            group = r.label
+            if r.label in ("map", "unmap"):
+                group = f"{r.label} {format_size(next(sized)[1])}"
+            op_latency.setdefault(group, Counter())[r.latency] += 1
             for cause in FLUSH_CAUSES:
                 n = r.flush_lines.get(cause, 0)
                 op_flush.setdefault(f"{r.label}.{cause}", Counter())[n] += 1

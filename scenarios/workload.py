@@ -142,6 +142,7 @@ class CpuRunner:
         self.listeners: list[MapListener] = []
         self.closers: list[Callable[[], None]] = []
         self.mapped: list[tuple[int, int]] = []
+        self.sizes: list[tuple[str, int]] = []  # (op kind, bytes) of each map/unmap run
 
     def program(self) -> Events:
         spec = self.spec
@@ -154,11 +155,16 @@ class CpuRunner:
 
     def _map(self, iova: int, pa: int, size: int, prot: str) -> Events:
         ret = yield from self.core.execute(self.pt.map_op(iova, pa, size, prot_bits(prot)), "map")
+        self.sizes.append(("map", size))
         if ret == 0:
             self.mapped.append((iova, size))
             for listener in self.listeners:
                 listener(iova, pa, size)
         return ret
+
+    def _unmap(self, iova: int, size: int) -> Events:
+        yield from self.core.execute(self.pt.unmap_op(iova, size), "unmap")
+        self.sizes.append(("unmap", size))
 
     def run_ops(self, ops: list[Op], offset: int) -> Events:
         core, pt, env = self.core, self.pt, self.core.env
@@ -167,7 +173,7 @@ class CpuRunner:
             if kind == "map":
                 yield from self._map(body.iova + offset, body.pa + offset, body.size, body.prot)
             elif kind == "unmap":
-                yield from core.execute(pt.unmap_op(body.iova + offset, body.size), "unmap")
+                yield from self._unmap(body.iova + offset, body.size)
             elif kind == "signal":
                 self.signals.fire(body)
             elif kind == "wait":
@@ -180,7 +186,7 @@ class CpuRunner:
                 yield from self._map_random(body)
             elif kind == "unmap_all":
                 for iova, size in self.mapped:
-                    yield from core.execute(pt.unmap_op(iova, size), "unmap")
+                    yield from self._unmap(iova, size)
                 self.mapped.clear()
             elif kind == "read_and_clear_dirty":
                 op_gen = pt.read_and_clear_dirty_op(body.iova + offset, body.size, body.no_clear)
