@@ -9,8 +9,9 @@ and differ from it where the hardware does:
 - VT-d second stage: an item with R=W=0 is not present whatever its other bits (the
   software bits, such as FLUSH_DONE in bit 10, are ignored); PS is reserved above
   level 2; R/W are ANDed along the walk.
-- x86-64: P=0 is not present; PS marks a leaf at levels 1-2 and is reserved above;
-  RW is ANDed along the walk; the VA must be canonical.
+- x86-64: P=0 is not present; PS marks a leaf at levels 1-2 and is reserved above
+  (in such a leaf bit 12 is PAT, not an address bit); RW is ANDed along the walk;
+  the VA must be canonical.
 - RISC-V: V=0 is not present; W without R is reserved; a leaf may sit at any level
   but must be aligned to its size; N (Svnapot) is valid only as a 64 KiB level-0 leaf.
 
@@ -110,6 +111,7 @@ class X86_64Hw(HwFormat):
     accessed_bit = x86_64.A
     dirty_bit = x86_64.D
     sign_extended = True
+    PAT_LARGE = 1 << 12  # the PAT bit of a 2M/1G leaf
 
     def decode(self, level: int, raw: int) -> HwItem:
         if not raw & x86_64.P:
@@ -122,6 +124,8 @@ class X86_64Hw(HwFormat):
             if level > 2:
                 return _RESERVED
             size_lg2 = self.item_lg2(level)
+            # In a large page, bit 12 is PAT, not an address bit.
+            addr &= ~self.PAT_LARGE
             if addr & ((1 << size_lg2) - 1):
                 return _RESERVED  # reserved low address bits of a large page
             return HwItem(LEAF, addr, 0, size_lg2, True, w)

@@ -6,11 +6,13 @@ level first --> item reads through the walker port (DRAM behind the write buffer
 a non-snooping walker, the CPU view for a snooping one) --> decode as the hardware
 does --> permission check --> A/D update --> IOTLB fill --link--> device.
 
-A fault is a record in ``faults``, never an exception. Two security-relevant events
+A fault is a record in ``faults``, never an exception. Three security-relevant events
 are counted beside faults: a walker read of a freed table page (use-after-free; the
-walk goes on with whatever the page holds) and a stale translation (the DMA went to a
-page the CPU view no longer maps there, e.g. through an IOTLB entry that outlived
-its unmap).
+walk goes on with whatever the page holds), a walker read of memory that was never a
+table page (a non-table read, e.g. a walk through the NULL table at physical 0 that
+the ``table_alloc_error`` bug installs; the walk goes on too) and a stale translation
+(the DMA went to a page the CPU view no longer maps there, e.g. through an IOTLB
+entry that outlived its unmap).
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ from .hwformats import HW_FORMATS, LEAF, NOT_PRESENT, RESERVED, TABLE, HwFormat
 Events = Generator[simpy.Event, Any, Translation]
 Truth = Callable[[int, int], "int | None"]
 
+# A walk-cache entry holds the next table's address (at least 8-byte aligned) with
+# the restrictions of the path above it in its low bits, so that a walk starting
+# from it still ANDs the permissions of the items it skipped.
+_WC_NO_READ = 1
+_WC_NO_WRITE = 2
+_WC_PERMS = _WC_NO_READ | _WC_NO_WRITE
+
 
 class Fault(NamedTuple):
     cycle: int
@@ -44,7 +53,7 @@ class Incident(NamedTuple):
     """A stale translation or a use-after-free read, for the results file."""
 
     cycle: int
-    kind: str  # "stale_translation", "use_after_free" or "invisible_map"
+    kind: str  # "stale_translation", "use_after_free", "non_table_read" or "invisible_map"
     device: str  # the device, or the CPU for an invisible map
     domain: int
     iova: int
@@ -122,7 +131,9 @@ class Iommu:
                     yield slot
                     tr = yield from self._walk(device, domain, iova, is_write)
             finally:
-                del self._walking[key]
+                # Without merging, a concurrent walk of the page may have replaced us.
+                if self._walking.get(key) is done:
+                    del self._walking[key]
                 done.succeed()
             break
         yield env.timeout(cfg.link)
@@ -154,23 +165,26 @@ class Iommu:
             return self._fault(device, domain, iova, is_write, "address_range", top, "walk")
 
         level, probes = top, 0
+        readable = writable = True
         for cached in self.walk_cache.levels:
             if cached > top:
                 break
             probes += 1
             hit = self.walk_cache.lookup(domain, cached, iova, hw.item_lg2(cached))
             if hit is not None:
-                level, table = cached - 1, hit
+                level, table = cached - 1, hit & ~_WC_PERMS
+                readable, writable = not hit & _WC_NO_READ, not hit & _WC_NO_WRITE
                 break
         if probes:
             yield env.timeout(probes * cfg.walk_cache.probe)
         path = "walk_cache" if level < top else "walk"
 
-        readable = writable = True
         while True:
             pte_pa = table + hw.index(level, iova) * 8
             if self.port.is_freed_table(pte_pa):
                 self._incident("use_after_free", device, domain, iova, pte_pa)
+            elif not self.port.is_live_table(pte_pa):
+                self._incident("non_table_read", device, domain, iova, pte_pa)
             raw = yield from self.port.read(pte_pa)
             item = hw.decode(level, raw)
             if item.kind == NOT_PRESENT:
@@ -186,7 +200,10 @@ class Iommu:
                 ):
                     return self._fault(device, domain, iova, is_write, "reserved", level, path)
                 if item.next_level == level - 1:
-                    self.walk_cache.fill(domain, level, iova, hw.item_lg2(level), item.addr)
+                    # The entry keeps the permissions ANDed down to here (as the
+                    # paging-structure caches do), in the low bits of the address.
+                    perms = (0 if readable else _WC_NO_READ) | (0 if writable else _WC_NO_WRITE)
+                    self.walk_cache.fill(domain, level, iova, hw.item_lg2(level), item.addr | perms)
                 table, level = item.addr, item.next_level
                 continue
             assert item.kind == LEAF
@@ -200,8 +217,14 @@ class Iommu:
                     if found == raw:
                         self.ad_updates += 1
                         dirty = bool(want & hw.dirty_bit)
-            entry = CachedTranslation(item.addr, item.size_lg2, readable, writable, pte_pa, dirty)
-            self.iotlb.fill(domain, iova, item.size_lg2, entry)
+            base, size_lg2 = item.addr, item.size_lg2
+            cap = cfg.iotlb.max_page_lg2
+            if cap is not None and size_lg2 > cap:
+                # Splintering: cache only the cap-sized part around this IOVA.
+                base |= iova & ((1 << size_lg2) - 1) & ~((1 << cap) - 1)
+                size_lg2 = cap
+            entry = CachedTranslation(base, size_lg2, readable, writable, pte_pa, dirty)
+            self.iotlb.fill(domain, iova, size_lg2, entry)
             return Translation(OK, item.addr | (iova & ((1 << item.size_lg2) - 1)), path)
 
     def peek(self, domain: int, iova: int) -> int | None:
@@ -274,4 +297,5 @@ class Iommu:
             "faults": len(self.faults),
             "stale_translations": sum(i.kind == "stale_translation" for i in self.incidents),
             "uaf_events": sum(i.kind == "use_after_free" for i in self.incidents),
+            "non_table_reads": sum(i.kind == "non_table_read" for i in self.incidents),
         }
