@@ -71,16 +71,27 @@ class WriteBufferConfig(Node):
 
 class IotlbConfig(Node):
     entries: Positive = 64
-    ways: Positive = 64
+    ways: Annotated[int, Field(ge=0)] = 0  # 0 = fully associative (ways = entries)
     hit: Cycles = 8
     replacement: Literal["lru", "rr", "random"] = "lru"
     negative_caching: bool = False  # VT-d caching mode / AMD NpCache
+    # Largest page one entry holds (log2 bytes). A larger leaf is cached as an entry of
+    # this size around the accessed address ("splintering": an IOTLB without large-page
+    # entries, a contiguous hint ignored, a nested walk whose other stage uses small
+    # pages). None: an entry holds the leaf's own size.
+    max_page_lg2: Annotated[int, Field(ge=12, le=63)] | None = None
 
     @model_validator(mode="after")
     def _geometry(self) -> IotlbConfig:
-        if self.entries % self.ways:
+        if self.ways and self.entries % self.ways:
             raise ValueError(f"entries ({self.entries}) must be a multiple of ways ({self.ways})")
         return self
+
+
+    @property
+    def associativity(self) -> int:
+        """Ways per set; ``ways: 0`` means one fully associative set."""
+        return self.ways or self.entries
 
 
 class WalkCacheConfig(Node):

@@ -1,6 +1,7 @@
 """The IOTLB: cached translations, tagged with domain and page size.
 
-Entries are set-associative (``entries`` / ``ways`` sets). An entry for a page of
+Entries are set-associative (``entries`` / ``ways`` sets; ``ways: 0`` is fully
+associative). An entry for a page of
 2**lg2 bytes at IOVA ``iova`` lives under the key ``(domain, lg2, iova >> lg2)`` in set
 ``(iova >> lg2) % sets``. A lookup probes once per page size currently cached (smallest
 first), so any cached size can hit and a lookup never scans a set. With
@@ -47,9 +48,9 @@ class Iotlb:
         self.cfg = cfg
         self.name = name
         self._tracer = tracer
-        self._sets = cfg.entries // cfg.ways
+        self._sets = cfg.entries // cfg.associativity
         self._array = AssocArray(
-            self._sets, cfg.ways, cfg.replacement, component_rng(seed, name)
+            self._sets, cfg.associativity, cfg.replacement, component_rng(seed, name)
         )
         self._sizes: dict[int, int] = {}  # page size lg2 -> entries of that size
         self._order: tuple[int, ...] = ()  # the cached page sizes, smallest first

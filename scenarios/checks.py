@@ -12,15 +12,23 @@ from . import metrics
 from .problems import Problem, did_you_mean, format_path
 from .schema import Op, Scenario
 from .table import make_table
-from .yamldoc import Loc, YamlDoc
+from .yamldoc import Loc, Override, YamlDoc
 
 Report = Callable[[Loc, str], None]
 
 
-def check_experiment(s: Scenario, hw: HardwareConfig, doc: YamlDoc) -> list[Problem]:
+def check_experiment(
+    s: Scenario, hw: HardwareConfig, doc: YamlDoc, origins: dict[Loc, Override] | None = None
+) -> list[Problem]:
+    """``origins``: the scenario keys ``--set`` or a sweep point changed; a problem inside
+    one of them is reported against that override, not the file."""
     out: list[Problem] = []
 
     def problem(loc: Loc, message: str) -> None:
+        for ov_loc, ov in (origins or {}).items():
+            if loc[: len(ov_loc)] == ov_loc:
+                out.append(ov.problem(message))
+                return
         out.append(Problem(doc.source, doc.line_of(loc), format_path(loc), message))
 
     fmt = get_format(s.table.format)
@@ -48,7 +56,7 @@ def check_experiment(s: Scenario, hw: HardwareConfig, doc: YamlDoc) -> list[Prob
     _check_events(s, problem)
     for name, expectation in s.expect.items():
         if not metrics.is_known(name):
-            hint = did_you_mean(name, [m for m in metrics.METRICS if "<" not in m])
+            hint = did_you_mean(name, metrics.concrete_names())
             problem(("expect", name), f"unknown metric {name!r}{hint}")
         try:
             metrics.parse_condition(expectation.condition)

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..hwmodels.config import HardwareConfig
+from . import explore_cli
 from .problems import InputError
 from .resolve import (
     HARDWARE_SECTIONS,
@@ -28,7 +29,7 @@ from .resolve import (
     preset_names,
 )
 from .results import write_results
-from .runner import PointResult, run_experiment
+from .runner import PointResult, prepare, run_experiment
 from .schema import Scenario
 from .yamldoc import YamlDoc, parse_set
 
@@ -112,7 +113,8 @@ def print_summary(points: list[PointResult], files: list[Path]) -> None:
             if e.failed_seeds and not e.ok:
                 detail += f"; fails on seeds {', '.join(map(str, e.failed_seeds[:20]))}"
             print(f"  expect {e.metric} {e.condition}{where}: {verdict}, {detail}")
-    print(f"results: {files[0].parent if len(files) == 1 else files[0].parent.parent}")
+    swept = len(points) > 1 or bool(points[0].values)  # the layout write_results chose
+    print(f"results: {files[0].parent.parent if swept else files[0].parent}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -129,7 +131,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results") / points[0].experiment.scenario.name
     files = write_results(out, points, trace=args.trace)
     print_summary(points, files)
+    if args.plot:
+        from ..plots import standard_figures
+
+        figures = standard_figures(out)
+        print(f"figures: {len(figures)} written ({', '.join(sorted({f.name for f in figures}))})")
     return 0 if all(p.ok for p in points) else 1
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ..plots import plot_command
+
+    path = plot_command(args.results, args.kind, metric=args.metric, x=args.x,
+                        window=args.window, seed=args.seed, output=args.output)
+    print(f"figure: {path}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -141,7 +157,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 load_hardware(path)
                 kind = "hardware"
             else:
-                load_experiment(path)
+                prepare(path, [])  # the scenario and every point of its sweep
                 kind = "scenario"
         except InputError as exc:
             problems += exc.problems
@@ -153,15 +169,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _is_hardware_file(path: Path) -> bool:
-    doc = YamlDoc.read(path)
-    return set(doc.data) <= HARDWARE_SECTIONS
+    """More hardware sections than scenario keys at the top (so that a hardware file
+    with a misspelt section is still checked, and reported, as a hardware file)."""
+    keys = set(YamlDoc.read(path).data)
+    return len(keys & HARDWARE_SECTIONS) > len(keys & set(Scenario.model_fields))
 
 
 def cmd_list(args: argparse.Namespace) -> int:
     print("scenarios (scenarios/catalog):")
     for path in sorted(catalog_dir().glob("*.yaml")):
         doc = YamlDoc.read(path)
-        summary = str(doc.data.get("description", "")).strip().split("\n")[0]
+        text = " ".join(str(doc.data.get("description", "")).split())
+        summary = re.split(r"(?<=\.) ", text)[0]
         print(f"  {path.stem:28} {summary}")
     print("hardware presets (configs):")
     for name in preset_names():
@@ -178,10 +197,10 @@ def cmd_show_config(args: argparse.Namespace) -> int:
     hw_path = find_hardware(target, Path.cwd())
     if hw_path.exists() and _is_hardware_file(hw_path):
         hardware, _ = load_hardware(hw_path, [parse_set(s) for s in sets])
-        print(dump_yaml(hardware.model_dump(mode="json")), end="")
+        print(dump_yaml(hardware.model_dump(mode="python")), end="")
         return 0
     exp = load_experiment(find_scenario(target), sets)
-    print(dump_yaml(exp.resolved()), end="")
+    print(dump_yaml(exp.resolved(mode="python")), end="")
     return 0
 
 
@@ -205,6 +224,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="iommusim",
@@ -215,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a scenario and write a results directory")
     p.add_argument("scenario", nargs="?", metavar="SCENARIO",
                    help=f"a scenario file or catalog name (default: {DEFAULT_SCENARIO})")
-    p.add_argument("--seeds", type=positive_int, metavar="N", help="run seeds 1..N")
-    p.add_argument("--seed", type=int, metavar="S", help="run this one seed")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--seeds", type=positive_int, metavar="N", help="run seeds 1..N")
+    which.add_argument("--seed", type=seed_int, metavar="S", help="run this one seed")
     p.add_argument("--jobs", type=positive_int, metavar="J",
                    help="parallel processes (default: the CPU count)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -224,7 +251,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="results directory (default: results/<name>)")
     p.add_argument("--trace", action="store_true", help="also write the event trace per seed")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--plot", action="store_true",
+                   help="also write the standard figures next to results.json")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plot", help="draw a figure from results, a sweep or a trace")
+    p.add_argument("results", nargs="+", metavar="RESULTS",
+                   help="a results.json or its directory, a sweep directory or a trace file; "
+                   "a second RESULTS for --kind flushes (side by side)")
+    p.add_argument("--kind", choices=("latency", "ops", "flushes", "timeline", "sweep", "reach"),
+                   help="the figure (default: latency, sweep for a sweep, timeline for a trace)")
+    p.add_argument("--metric", metavar="M", help="--kind sweep: the metric on the y axis")
+    p.add_argument("--x", metavar="PARAM", help="--kind sweep/reach: the swept parameter on x")
+    p.add_argument("--window", metavar="START:END", help="--kind timeline: the cycles to show")
+    p.add_argument("--seed", type=int, metavar="S", help="only this seed (default: all; for a "
+                   "timeline the first seed that faulted)")
+    p.add_argument("-o", "--output", metavar="FILE", help="PNG or SVG by extension "
+                   "(default: <results dir>/<kind>.png)")
+    p.set_defaults(func=cmd_plot)
+
+    explore_cli.add_commands(sub)  # explore, replay (scenarios/explore_cli.py)
 
     p = sub.add_parser("validate", help="check scenario and hardware files without running")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -255,6 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (e.g. `iommusim list | head`): stop quietly.
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("iommusim: interrupted", file=sys.stderr)
         return 130

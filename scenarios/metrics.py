@@ -27,6 +27,9 @@ METRICS: dict[str, str] = {
     "the walker cannot walk this table or has no root, address_range: IOVA outside the table)",
     "dma.stale_translations": "DMAs translated through a cached entry to a page that is no "
     "longer mapped there",
+    "dma.stale_after_unmap": "stale translations of DMAs issued after an unmap of their page "
+    "had completed, IOTLB sync included, with no unmap of it in progress meanwhile (the "
+    "explorer's oracle; stale translations during an unmap are the legitimate window)",
     "dma.latency.<stat>": "translation + access latency of DMAs (mean, p50, p99, max)",
     "dma.path.iotlb": "DMAs served by an IOTLB hit",
     "dma.path.walk_cache": "DMAs whose walk started below the top thanks to the walk cache",
@@ -60,6 +63,11 @@ METRICS: dict[str, str] = {
     "table.alloc_failures": "table allocations that failed (fault injection)",
     "table.bad_frees": "frees of memory that was not a live table page",
     "uaf.events": "walker reads of freed table pages (use-after-free)",
+    "walker.non_table_reads": "walker reads of memory that is not a table page (a walk into "
+    "ordinary memory, e.g. the NULL table at physical 0 of the table_alloc_error bug)",
+    "dirty.reported_pages": "4 KiB pages reported dirty by read_and_clear_dirty, over all scans",
+    "dirty.missed_writes": "device writes no dirty scan reported although a scan covering the "
+    "page started after the write completed (a dirty log that lost pages)",
     "invalidation.commands": "commands processed by the invalidation queue",
     "walker.root_changes": "root pointer changes (CHANGE_TOP) processed",
 }
@@ -89,6 +97,20 @@ def _pattern(name: str) -> re.Pattern[str]:
 
 
 _PATTERNS = [_pattern(name) for name in METRICS]
+
+
+def concrete_names() -> list[str]:
+    """Every metric name, placeholders expanded (``cpu.<op>.count`` -> ``cpu.map.count``...)."""
+    choices = {"<op>": CPU_OPS, "<cause>": FLUSH_CAUSES, "<reason>": FAULT_REASONS,
+               "<stat>": STATS}
+    names = []
+    for name in METRICS:
+        expanded = [name]
+        for placeholder, values in choices.items():
+            if placeholder in name:
+                expanded = [e.replace(placeholder, v) for e in expanded for v in values]
+        names += expanded
+    return names
 
 
 def is_known(name: str) -> bool:

@@ -23,7 +23,9 @@ class InputError(Exception):
     """Bad input: every problem found, reported together (exit code 2)."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
+        # The same mistake can be found twice (every sweep point, a hardware file
+        # validated on its own and through a scenario): report it once.
+        self.problems = list(dict.fromkeys(problems))
         super().__init__("\n".join(str(p) for p in self.problems))
 
 

@@ -73,11 +73,14 @@ class Experiment:
     hardware_source: str
     settings: list[Override] = field(default_factory=list)
 
-    def resolved(self) -> dict[str, Any]:
-        """The configuration as run: for config.resolved.yaml and results.json."""
+    def resolved(self, mode: str = "json") -> dict[str, Any]:
+        """The configuration as run: for results.json (``mode="json"``) and, with
+        ``mode="python"``, for YAML (config.resolved.yaml, show-config), where
+        integer-keyed maps such as ``iommu.walk_cache.entries`` keep integer keys so
+        that the output validates again as an input file."""
         return {
-            "scenario": self.scenario.model_dump(mode="json"),
-            "hardware": self.hardware.model_dump(mode="json"),
+            "scenario": self.scenario.model_dump(mode=mode),
+            "hardware": self.hardware.model_dump(mode=mode),
         }
 
 
@@ -97,9 +100,13 @@ def load_hardware(path: Path, overrides: Sequence[Override] = ()) -> tuple[Hardw
             origins[apply_override(data, ov)] = ov
         except InputError as exc:
             problems += exc.problems
+    try:
+        hardware = validate(HardwareConfig, data, doc, origins)
+    except InputError as exc:
+        problems += exc.problems
     if problems:
         raise InputError(problems)
-    return validate(HardwareConfig, data, doc, origins), data
+    return hardware, data
 
 
 def load_experiment(path: Path, sets: Sequence[str | Override] = ()) -> Experiment:
@@ -131,44 +138,54 @@ def load_experiment(path: Path, sets: Sequence[str | Override] = ()) -> Experime
     hardware = hw_data = None
     hw_name = data.get("hardware", Scenario.model_fields["hardware"].default)
     hw_path = find_hardware(str(hw_name), path.parent)
-    hw_overrides = _scenario_overrides(doc, data) + [s for s in settings if is_hardware_key(s.path)]
+    hw_overrides = _scenario_overrides(doc, data, origins)
+    hw_overrides += [s for s in settings if is_hardware_key(s.path)]
     try:
         hardware, hw_data = load_hardware(hw_path, hw_overrides)
     except InputError as exc:
-        problems += _blame_hardware_name(exc.problems, doc, hw_path)
+        problems += _blame_hardware_name(exc.problems, doc, hw_path, origins.get(("hardware",)))
 
     if scenario is not None and hardware is not None:
         from .checks import check_experiment
 
-        problems += check_experiment(scenario, hardware, doc)
+        problems += check_experiment(scenario, hardware, doc, origins)
     if problems:
         raise InputError(problems)
     assert scenario is not None and hardware is not None and hw_data is not None
     return Experiment(scenario, hardware, data, hw_data, str(path), str(hw_path), settings)
 
 
-def _scenario_overrides(doc: YamlDoc, data: dict[str, Any]) -> list[Override]:
+def _scenario_overrides(
+    doc: YamlDoc, data: dict[str, Any], origins: dict[Loc, Override]
+) -> list[Override]:
+    """The scenario's ``overrides:`` entries; one put there by ``--set`` keeps that origin."""
     raw = data.get("overrides") or {}
     if not isinstance(raw, dict):
         return []
-    return [
-        Override(
-            str(key),
-            value,
-            doc.source,
-            doc.key_line(("overrides", key)),
-            f"overrides.{key}",
-        )
-        for key, value in raw.items()
-    ]
+    out = []
+    for key, value in raw.items():
+        origin = origins.get(("overrides", key))
+        if origin is not None:
+            out.append(Override(str(key), value, origin.source, origin.line, origin.shown))
+        else:
+            line = doc.key_line(("overrides", key))
+            out.append(Override(str(key), value, doc.source, line, f"overrides.{key}"))
+    return out
 
 
-def _blame_hardware_name(problems: list[Problem], doc: YamlDoc, hw_path: Path) -> list[Problem]:
-    """A missing hardware file is the scenario's mistake: point at its `hardware:` key."""
+def _blame_hardware_name(
+    problems: list[Problem], doc: YamlDoc, hw_path: Path, origin: Override | None
+) -> list[Problem]:
+    """A missing hardware file is the scenario's mistake: point at its `hardware:` key
+    (or at the --set / sweep that named the file)."""
     out = []
     for p in problems:
         if p.source == str(hw_path) and p.line is None and "no such hardware" in p.message:
-            out.append(Problem(doc.source, doc.line_of(("hardware",)), "hardware", p.message))
+            if origin is not None:
+                out.append(origin.problem(p.message))
+            else:
+                line = doc.line_of(("hardware",))
+                out.append(Problem(doc.source, line, "hardware", p.message))
         else:
             out.append(p)
     return out

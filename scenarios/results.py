@@ -61,7 +61,7 @@ def results_document(point: PointResult) -> dict[str, Any]:
 def _write_point(folder: Path, point: PointResult, trace: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results_document(point), indent=1) + "\n")
-    resolved = point.experiment.resolved()
+    resolved = point.experiment.resolved(mode="python")
     (folder / "config.resolved.yaml").write_text(
         "# The configuration as run: presets, overrides and --set applied.\n"
         + yaml.safe_dump(resolved, sort_keys=False)

@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
@@ -47,8 +48,18 @@ def format_size(n: int) -> str:
     return str(n)
 
 
+# For editors (JSON Schema): an integer or a size string ("4K", "2MiB").
+SIZE_PATTERN = r"^\s*[0-9]+\s*[KMGTkmgt]?([iI]?[bB])?\s*$"
+
+
+def size_json_schema(minimum: dict[str, int]) -> WithJsonSchema:
+    return WithJsonSchema(
+        {"anyOf": [{"type": "integer", **minimum}, {"type": "string", "pattern": SIZE_PATTERN}]}
+    )
+
+
 Size = Annotated[
-    int, BeforeValidator(parse_size, json_schema_input_type=int | str), Field(gt=0)
+    int, BeforeValidator(parse_size), Field(gt=0), size_json_schema({"exclusiveMinimum": 0})
 ]
 Address = Annotated[int, Field(ge=0, lt=1 << 64)]
 Cycles = Annotated[int, Field(ge=0)]
@@ -155,10 +166,13 @@ class DirtySpec(Node):
 
 
 class RepeatSpec(Node):
-    """Run ``ops`` ``count`` times; iteration k shifts every IOVA and PA by k * stride."""
+    """Run ``ops`` ``count`` times; iteration k shifts every IOVA and PA by k * stride
+    (``stride: 0`` repeats the same addresses every round)."""
 
     count: Annotated[int, Field(ge=1)]
-    stride: Size
+    stride: Annotated[
+        int, BeforeValidator(parse_size), Field(ge=0), size_json_schema({"minimum": 0})
+    ]
     ops: Annotated[list[Op], Field(min_length=1)]
 
 
@@ -176,8 +190,21 @@ OP_KINDS = (
 )
 
 
+def _op_json_schema(schema: dict[str, Any]) -> None:
+    """For editors: an op is a mapping with a key, or the bare word ``unmap_all``."""
+    mapping = dict(schema, minProperties=1)
+    schema.clear()
+    schema.update(
+        title=mapping.pop("title", "Op"),
+        description=mapping.pop("description", ""),
+        anyOf=[mapping, {"const": "unmap_all"}],
+    )
+
+
 class Op(Node):
     """One CPU operation: a mapping with exactly one of the OP_KINDS keys."""
+
+    model_config = ConfigDict(json_schema_extra=_op_json_schema)
 
     map: MapSpec | None = None
     unmap: UnmapSpec | None = None
@@ -292,11 +319,22 @@ def expect_form(value: Any) -> Any:
     return {"condition": value} if isinstance(value, str) else value
 
 
+def check_seeds(value: Any) -> Any:
+    """all, any, or a percentage of the seeds from 0% to 100%."""
+    if isinstance(value, str):
+        m = SEEDS_RE.fullmatch(value)
+        if not m or (value.endswith("%") and float(value[:-1]) > 100):
+            raise ValueError(
+                f"{value!r} is not a number of seeds; use all, any or a percentage such as 50%"
+            )
+    return value
+
+
 class Expectation(Node):
     """A metric condition that must hold on ``seeds``: all, any, or at least N% of them."""
 
     condition: str
-    seeds: Annotated[str, Field(pattern=SEEDS_RE.pattern)] = "all"
+    seeds: Annotated[str, BeforeValidator(check_seeds), Field(pattern=SEEDS_RE.pattern)] = "all"
 
     def required(self, n: int) -> int:
         """How many of ``n`` seeds must satisfy the condition."""
@@ -305,6 +343,32 @@ class Expectation(Node):
         if self.seeds == "any":
             return 1
         return math.ceil(n * float(self.seeds[:-1]) / 100)
+
+
+def check_set(value: str) -> str:
+    key, sep, _ = value.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{value!r} is not KEY=VALUE (the --set syntax)")
+    return value
+
+
+class ExploreSpec(Node):
+    """Defaults for ``iommusim explore`` on this scenario; command-line options win.
+
+    ``sets`` shrink the scenario to a size worth exploring exhaustively (``--set``
+    syntax, applied before the command line's). ``expect`` says what the scenario's
+    ``expect:`` means to the explorer: ``hold`` (a run violating one fails), ``symptom``
+    (they describe the bug, as in the catalog: a run showing one fails) or ``ignore``."""
+
+    strategy: Literal["random", "pct", "dfs"] = "dfs"
+    bound: Annotated[int, Field(ge=0)] = 1
+    depth: Annotated[int, Field(ge=1)] = 2
+    runs: Annotated[int, Field(ge=1)] = 1000
+    preemptions: Annotated[int, Field(ge=0)] | None = None
+    preempt_cycles: Annotated[int, Field(ge=1)] | None = None
+    evictions: Annotated[int, Field(ge=0)] = 0
+    sets: list[Annotated[str, AfterValidator(check_set)]] = []
+    expect: Literal["hold", "symptom", "ignore"] | None = None
 
 
 class Scenario(Node):
@@ -318,6 +382,10 @@ class Scenario(Node):
     devices: list[DeviceSpec] = []
     run: RunSpec = RunSpec()
     expect: dict[
-        str, Annotated[Expectation, BeforeValidator(expect_form, json_schema_input_type=str | dict)]
+        str,
+        Annotated[
+            Expectation, BeforeValidator(expect_form, json_schema_input_type=str | Expectation)
+        ],
     ] = {}
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    explore: ExploreSpec | None = None  # defaults for `iommusim explore`

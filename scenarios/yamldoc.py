@@ -132,24 +132,55 @@ def apply_override(data: dict[str, Any], ov: Override) -> Loc:
     parts = ov.path.split(".")
     node: Any = data
     loc: list[str | int] = []
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
+    i = 0
+    while i < len(parts):
+        part = parts[i]
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
                 raise InputError([ov.problem(f"no list item {part!r} at {format_path(loc)}")])
             key: str | int = int(part)
         elif isinstance(node, dict):
-            key = _dict_key(node, part)
+            n = _dotted_key(node, tuple(loc), parts[i:])
+            key = ".".join(parts[i : i + n]) if n > 1 else _dict_key(node, part)
+            i += n - 1
         else:
             raise InputError([ov.problem(f"{format_path(loc)} is not a mapping")])
+        i += 1
+        last = i == len(parts)
         loc.append(key)
         if last:
             node[key] = ov.value
         else:
             if isinstance(node, dict) and node.get(key) is None:
+                if parts[i].isdigit() and i < len(parts) - 1:
+                    # an item of a list the file does not have (`cpus.3.start`, no cpus)
+                    problem = f"no list item {parts[i]!r} at {format_path(loc)}"
+                    raise InputError([ov.problem(problem)])
                 node[key] = {}
             node = node[key]
     return tuple(loc)
+
+
+# Scenario mappings whose keys contain dots (metric names, dotted paths): there one key
+# spans several path parts. The value is the keys an entry itself may have.
+DOTTED_KEY_MAPS: dict[Loc, tuple[str, ...]] = {
+    ("expect",): ("condition", "seeds"),
+    ("overrides",): (),
+    ("sweep",): (),
+}
+
+
+def _dotted_key(node: dict[Any, Any], loc: Loc, rest: list[str]) -> int:
+    """How many of the ``rest`` path parts name one key of ``node``: the longest
+    existing dotted key; in a DOTTED_KEY_MAPS mapping, everything up to an entry's
+    own key (``expect.dma.faults.seeds`` -> ``dma.faults``)."""
+    for n in range(len(rest), 1, -1):
+        if ".".join(rest[:n]) in node:
+            return n
+    inner = DOTTED_KEY_MAPS.get(loc)
+    if inner is not None:
+        return len(rest) - 1 if len(rest) > 1 and rest[-1] in inner else len(rest)
+    return 1
 
 
 def _dict_key(node: dict[Any, Any], part: str) -> str | int:
