@@ -1,0 +1,199 @@
+"""Reading results files, sweep directories and traces; pooling their histograms.
+
+The loaders return plain parsed JSON (dicts and lists) so that the figure functions
+can equally be handed data built by hand. Bad files raise ``InputError`` naming the
+file and, for traces, the line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ..scenarios.problems import InputError, Problem
+
+RESULTS_SCHEMA = "iommusim.results/1"
+SWEEP_SCHEMA = "iommusim.sweep/1"
+
+
+def _problem(path: Path | str, message: str, line: int | None = None) -> InputError:
+    return InputError([Problem(str(path), line, "", message)])
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise _problem(path, "no such file") from None
+    except IsADirectoryError:
+        raise _problem(path, "is a directory") from None
+    except OSError as exc:
+        raise _problem(path, f"cannot read: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _problem(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """A results.json (or a results directory holding one), parsed."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "index.json").exists() and not (path / "results.json").exists():
+            raise _problem(path, "is a sweep directory; name one of its points "
+                           f"(e.g. {path / 'point-000'}) or use --kind sweep/flushes/reach")
+        path = path / "results.json"
+    data = _read_json(path)
+    if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
+        raise _problem(path, f"not an iommusim results file (schema {RESULTS_SCHEMA!r})")
+    if not data.get("runs"):
+        raise _problem(path, "the results hold no runs")
+    data.setdefault("_path", str(path))
+    return data
+
+
+def load_sweep(path: str | Path) -> dict[str, Any]:
+    """A sweep directory (or its index.json): parameters and every point's results.
+
+    Returns ``{"parameters": [...], "points": [{"values": {...}, "results": {...}}],
+    "_path": ...}``."""
+    path = Path(path)
+    index_path = path / "index.json" if path.is_dir() else path
+    if path.is_dir() and not index_path.exists():
+        what = "a results directory" if (path / "results.json").exists() else "not a results"
+        raise _problem(path, f"no index.json: {what} directory, not a sweep (run a scenario "
+                       "with a sweep: section)")
+    index = _read_json(index_path)
+    if not isinstance(index, dict) or index.get("schema") != SWEEP_SCHEMA:
+        raise _problem(index_path, f"not an iommusim sweep index (schema {SWEEP_SCHEMA!r})")
+    base = index_path.parent
+    points = []
+    for point in index.get("points", []):
+        results = load_results(base / point["results"])
+        points.append({"values": dict(point.get("values", {})), "results": results})
+    if not points:
+        raise _problem(index_path, "the sweep has no points")
+    return {"parameters": list(index.get("parameters", [])), "points": points,
+            "_path": str(base)}
+
+
+def load_trace(path: str | Path) -> list[dict[str, Any]]:
+    """A trace-<seed>.jsonl file: one record (cycle, component, event, fields) per line."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise _problem(path, "no such file") from None
+    except OSError as exc:
+        raise _problem(path, f"cannot read: {exc.strerror}") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _problem(path, f"not a JSON line: {exc.msg}", number) from None
+        if not isinstance(rec, dict) or not {"cycle", "component", "event"} <= rec.keys():
+            raise _problem(path, "a trace record needs cycle, component and event", number)
+        records.append(rec)
+    if not records:
+        raise _problem(path, "the trace is empty")
+    return records
+
+
+def trace_files(folder: str | Path) -> dict[int, Path]:
+    """The traces in a results directory, by seed."""
+    out = {}
+    for p in Path(folder).glob("trace-*.jsonl"):
+        seed = p.stem.removeprefix("trace-")
+        if seed.isdigit():
+            out[int(seed)] = p
+    return dict(sorted(out.items()))
+
+
+# --- histograms -------------------------------------------------------------------------
+def select_runs(results: dict[str, Any], seed: int | None = None) -> list[dict[str, Any]]:
+    """All runs, or the run of one seed (InputError if it is not there)."""
+    runs = list(results.get("runs", []))
+    if seed is None:
+        return runs
+    mine = [r for r in runs if r.get("seed") == seed]
+    if not mine:
+        seeds = ", ".join(str(r.get("seed")) for r in runs)
+        raise _problem(results.get("_path", "results"), f"no run with seed {seed} "
+                       f"(seeds: {seeds})")
+    return mine
+
+
+def pooled(runs: Iterable[dict[str, Any]], name: str) -> dict[str, Counter[int]]:
+    """A distribution (``dma.latency``, ``cpu.latency``, ``cpu.flush_lines``) summed over
+    runs: group -> Counter(value -> count). JSON's string keys become numbers."""
+    out: dict[str, Counter[int]] = {}
+    for run in runs:
+        for group, hist in (run.get("distributions", {}).get(name) or {}).items():
+            counter = out.setdefault(group, Counter())
+            for value, count in hist.items():
+                counter[int(float(value))] += int(count)
+    return out
+
+
+def hist_arrays(counter: Counter[int]) -> tuple[list[int], list[int]]:
+    """Sorted values and their counts."""
+    values = sorted(counter)
+    return values, [counter[v] for v in values]
+
+
+def hist_mean(counter: Counter[int]) -> float:
+    n = sum(counter.values())
+    return sum(v * c for v, c in counter.items()) / n if n else 0.0
+
+
+def hist_percentile(counter: Counter[int], q: float) -> float:
+    """The smallest value with at least q% of the counts at or below it."""
+    n = sum(counter.values())
+    if not n:
+        return 0.0
+    need = q / 100 * n
+    seen = 0
+    for value in sorted(counter):
+        seen += counter[value]
+        if seen >= need:
+            return float(value)
+    return float(max(counter))
+
+
+DERIVED_METRICS = {
+    "iotlb.hit_rate": ("iotlb.hits", "iotlb.lookups"),
+    "walk_cache.hit_rate": ("walk_cache.hits", "walk_cache.lookups"),
+}
+
+
+def run_metric(run: dict[str, Any], name: str) -> float | None:
+    """A metric of one run; also the derived hit rates (fractions 0..1)."""
+    metrics = run.get("metrics", {})
+    if name in metrics:
+        return float(metrics[name])
+    if name in DERIVED_METRICS:
+        num, den = DERIVED_METRICS[name]
+        if num in metrics and den in metrics:
+            return float(metrics[num]) / metrics[den] if metrics[den] else 0.0
+    return None
+
+
+def metric_names(results: dict[str, Any]) -> list[str]:
+    runs = results.get("runs") or [{}]
+    names = list(runs[0].get("metrics", {}))
+    return names + [d for d, (a, b) in DERIVED_METRICS.items() if a in names and b in names]
+
+
+def metric_stats(results: dict[str, Any], name: str) -> tuple[float, float, float] | None:
+    """(mean, min, max) of a metric over the seeds of one results file."""
+    values = [run_metric(r, name) for r in results.get("runs", [])]
+    if not values or any(v is None for v in values):
+        return None
+    vals = [float(v) for v in values if v is not None]
+    return sum(vals) / len(vals), min(vals), max(vals)
