@@ -12,6 +12,8 @@ This is the whole interface the walker (``walker/``) needs from the memory side:
   writes ``new`` into both views at once; it costs ``dram.write``.
 - ``is_freed_table(pa)``: the word lies in a table page that has been freed (a walk
   that reads it is a use-after-free).
+- ``is_live_table(pa)``: the word lies in a table page allocated now (a walk that
+  reads neither a live nor a freed table page reads ordinary memory).
 - ``is_stale(pa, value)``: a value the walker read differs from the CPU view now.
 
 Every read is counted, and traced with its stale and freed flags.
@@ -93,6 +95,10 @@ class WalkerPort:
 
     def is_freed_table(self, pa: int) -> bool:
         return self.allocator.is_free(pa)
+
+    def is_live_table(self, pa: int) -> bool:
+        """The word lies in a table page that is allocated now."""
+        return self.allocator.is_live(pa)
 
     def is_stale(self, pa: int, value: int) -> bool:
         return value != self.memory.cpu.get(pa, 0)

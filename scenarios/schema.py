@@ -25,6 +25,7 @@ from pydantic import (
 
 from ..hwmodels.config import InterruptsConfig
 from ..tables.fixes import Fixes
+from ..tables.transactions import ALL_KINDS
 
 SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
 SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", re.I)
@@ -118,6 +119,10 @@ FixSwitches = create_model(
 
 
 class AllocFaults(Node):
+    """Table-allocation fault injection (kernel.alloc_faults): the Nth allocation of the
+    workload, or each with a probability (seeded). Armed once the table exists, so the
+    domain's own set-up never fails."""
+
     fail_nth: Annotated[int, Field(ge=1)] | None = None
     probability: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
@@ -352,6 +357,12 @@ def check_set(value: str) -> str:
     return value
 
 
+def check_tx_kind(value: str) -> str:
+    if value not in ALL_KINDS:
+        raise ValueError(f"{value!r} is not a transaction kind; use {', '.join(sorted(ALL_KINDS))}")
+    return value
+
+
 class ExploreSpec(Node):
     """Defaults for ``iommusim explore`` on this scenario; command-line options win.
 
@@ -367,6 +378,11 @@ class ExploreSpec(Node):
     preemptions: Annotated[int, Field(ge=0)] | None = None
     preempt_cycles: Annotated[int, Field(ge=1)] | None = None
     evictions: Annotated[int, Field(ge=0)] = 0
+    # CPU operations inside which transaction boundaries are choice points (default all)
+    preempt_in: list[Literal["map", "unmap", "read_and_clear_dirty"]] | None = None
+    # transaction kinds before which boundaries are choice points (default all)
+    preempt_before: list[Annotated[str, AfterValidator(check_tx_kind)]] | None = None
+    ties: Literal["threads", "all"] = "threads"  # which same-cycle ties are choice points
     sets: list[Annotated[str, AfterValidator(check_set)]] = []
     expect: Literal["hold", "symptom", "ignore"] | None = None
 

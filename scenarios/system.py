@@ -20,13 +20,23 @@ from ..hwmodels.cpu import OpRecord
 from ..hwmodels.dma import FAULT, DmaDevice, DmaFeed, DmaRequest
 from ..hwmodels.machine import Machine
 from ..hwmodels.trace import TraceRecord
+from ..tables.memory import PAGE_LG2
 from ..tables.transactions import CHANGE_TOP, FLUSH_CAUSES
 from ..walker import Iommu
+from ..walker.iommu import Incident
 from .metrics import CPU_OPS, FAULT_REASONS, STATS
 from .resolve import Experiment
 from .schema import FollowSpec, format_size
 from .table import make_table
-from .workload import Barriers, CpuRunner, Placer, Signals, barrier_parties, device_program
+from .workload import (
+    Barriers,
+    CpuRunner,
+    DirtyScan,
+    Placer,
+    Signals,
+    barrier_parties,
+    device_program,
+)
 
 
 @dataclass
@@ -53,14 +63,22 @@ class RunResult:
         }
 
 
-def simulate(exp: Experiment, seed: int, *, trace: bool = False) -> RunResult:
+def simulate(
+    exp: Experiment, seed: int, *, trace: bool = False, explorer: Any = None
+) -> RunResult:
+    """Run one seed. ``explorer`` (a ``scenarios.control.Controller``) supplies the
+    environment and gets the CPU and device processes and cores before the run
+    (schedule exploration); None runs stock SimPy."""
     s, hw = exp.scenario, exp.hardware
     cpu_configs = {
         i: hw.cpu.model_copy(update={"interrupts": c.interrupts})
         for i, c in enumerate(s.cpus)
         if c.interrupts is not None
     }
-    machine = Machine(hw, seed=seed, trace=trace, cpu_configs=cpu_configs)
+    machine = Machine(
+        hw, seed=seed, trace=trace, cpu_configs=cpu_configs,
+        env=explorer.env if explorer is not None else None,
+    )
     env = machine.env
     pt = make_table(s, hw, machine.executor, seed)
     faults = pt.executor.allocator.faults
@@ -76,6 +94,7 @@ def simulate(exp: Experiment, seed: int, *, trace: bool = False) -> RunResult:
     barriers = Barriers(env, barrier_parties(s.cpus))
     placer = Placer()
     invisible = [0]
+    unmaps: list[tuple[int, int, int, int]] = []  # (start, end, iova, size) of each unmap
 
     def visibility_oracle(cpu: str) -> Callable[[int, int, int], None]:
         """A completed map must be translatable by the hardware at once."""
@@ -95,8 +114,12 @@ def simulate(exp: Experiment, seed: int, *, trace: bool = False) -> RunResult:
             spec, machine.cpus[i], pt, signals, barriers, placer, rng
         )
         runner.listeners.append(visibility_oracle(spec.name))
+        runner.unmap_listeners.append(
+            lambda iova, size, start: unmaps.append((start, env.now, iova, size))
+        )
     devices: list[DmaDevice] = []
     procs = []
+    names = []
     for spec in s.devices:
         feed = None
         if spec.follow is not None:
@@ -106,7 +129,12 @@ def simulate(exp: Experiment, seed: int, *, trace: bool = False) -> RunResult:
             spec, env, signals, iommu, machine.dram, domain, seed, machine.tracer, devices, feed
         )
         procs.append(env.process(program))
+        names.append(spec.name)
     procs += [env.process(r.program()) for r in runners.values()]
+    names += list(runners)
+    if explorer is not None:
+        cores = {spec.name: machine.cpus[i] for i, spec in enumerate(s.cpus)}
+        explorer.attach(machine, list(zip(names, procs, strict=True)), cores)
     everything = env.all_of(procs)
     env.run(until=env.any_of([everything, env.timeout(s.run.until)]))
     finished = everything.triggered
@@ -120,6 +148,11 @@ def simulate(exp: Experiment, seed: int, *, trace: bool = False) -> RunResult:
     metrics["table.leaked_pages"] = pt.live_table_pages
     metrics["table.alloc_failures"] = faults.failures if faults is not None else 0
     metrics["table.bad_frees"] = len(pt.executor.allocator.bad_frees)
+    metrics.update(dirty_log(devices, [scan for r in runners.values() for scan in r.scans]))
+    late = stale_after_unmap(iommu.stale_log, unmaps)
+    metrics["dma.stale_after_unmap"] = len(late)
+    if explorer is not None:
+        explorer.stale_after_unmap = late
     return RunResult(
         seed,
         metrics,
@@ -130,6 +163,31 @@ def simulate(exp: Experiment, seed: int, *, trace: bool = False) -> RunResult:
     )
 
 
+def stale_after_unmap(
+    stale: list[tuple[int, Incident]], unmaps: list[tuple[int, int, int, int]]
+) -> list[tuple[int, Incident]]:
+    """The stale translations of DMAs issued after an unmap of their page had
+    completed (its IOTLB sync included), while no other unmap of the page was in
+    progress between the DMA's issue and its translation: the DMA used a translation
+    that the completed unmap had promised to remove. A stale translation of a DMA in
+    flight during an unmap is the legitimate window and does not count."""
+    late = []
+    for issued, inc in stale:
+        page = inc.iova
+
+        def covers(iova: int, size: int, page: int = page) -> bool:
+            return iova <= page < iova + size
+
+        done = any(end <= issued and covers(iova, size) for _, end, iova, size in unmaps)
+        racing = any(
+            start <= inc.cycle and end > issued and covers(iova, size)
+            for start, end, iova, size in unmaps
+        )
+        if done and not racing:
+            late.append((issued, inc))
+    return late
+
+
 def follow(runner: CpuRunner, feed: DmaFeed, spec: FollowSpec) -> None:
     """Hand the device a DMA for every range the CPU maps, as the map returns."""
 
@@ -138,6 +196,38 @@ def follow(runner: CpuRunner, feed: DmaFeed, spec: FollowSpec) -> None:
 
     runner.listeners.append(on_map)
     runner.closers.append(feed.close)
+
+
+def dirty_log(devices: list[DmaDevice], scans: list[DirtyScan]) -> dict[str, float]:
+    """The dirty-log oracle of a live-migration style scan.
+
+    After each scan the pages it reported are copied, so a device write is captured
+    by a scan that reports its page and ends after the write was issued. A write
+    that no such scan captured, although a scan covering its page started after the
+    write completed, is missed: that scan should have reported it. Writes after the
+    last scan are neither.
+    """
+    missed = 0
+    for dev in devices:
+        for w in dev.records:
+            if not w.is_write or w.translation.outcome == FAULT:
+                continue
+            captured = any(
+                s.end > w.issue and any(a <= w.iova < a + n for a, n in s.runs) for s in scans
+            )
+            if not captured and any(
+                s.start > w.end and s.iova <= w.iova < s.iova + s.size for s in scans
+            ):
+                missed += 1
+    reported = sum(n for s in scans for _, n in s.runs)
+    return {"dirty.missed_writes": missed, "dirty.reported_pages": reported >> PAGE_LG2}
+
+
+def _errno_of(result: Any) -> int:
+    """An operation's return code: an int, or the first item of a (ret, data) result."""
+    if isinstance(result, tuple):
+        result = result[0]
+    return result if isinstance(result, int) else 0
 
 
 def _stats(prefix: str, values: list[int], out: dict[str, float]) -> None:
@@ -189,13 +279,14 @@ def collect_metrics(
     m["walker.ad_updates"] = iommu_stats["ad_updates"]
     m["walker.root_changes"] = machine.invalidation.counts[CHANGE_TOP]
     m["uaf.events"] = iommu_stats["uaf_events"]
+    m["walker.non_table_reads"] = iommu_stats["non_table_reads"]
     m["invalidation.commands"] = sum(machine.invalidation.counts.values())
 
     ops: list[OpRecord] = [r for c in cpus for r in c.records]
     for op in CPU_OPS:
         mine = [r for r in ops if r.label == op]
         m[f"cpu.{op}.count"] = len(mine)
-        m[f"cpu.{op}.errors"] = sum(isinstance(r.result, int) and r.result < 0 for r in mine)
+        m[f"cpu.{op}.errors"] = sum(_errno_of(r.result) < 0 for r in mine)
         _stats(f"cpu.{op}.latency", [r.latency for r in mine], m)
         flushed = [sum(r.flush_lines.values()) for r in mine]
         m[f"cpu.{op}.flush.lines"] = float(np.mean(flushed)) if flushed else 0.0

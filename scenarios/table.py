@@ -43,5 +43,16 @@ def table_kwargs(s: Scenario, hw: HardwareConfig, seed: int = 0) -> dict[str, An
 def make_table(
     s: Scenario, hw: HardwareConfig, executor: DirectExecutor | None = None, seed: int = 0
 ) -> PageTable:
-    """Create (init) the scenario's table on ``executor``; raises PTError like the kernel."""
-    return PageTable(s.table.format, executor=executor, **table_kwargs(s, hw, seed))
+    """Create (init) the scenario's table on ``executor``; raises PTError like the kernel.
+
+    ``kernel.alloc_faults`` is armed once the table exists: injected failures hit the
+    workload's allocations, never the driver's set-up of the domain (which would make
+    the scenario fail to start, or with ``table_alloc_error`` off give it a top table
+    at physical address 0).
+    """
+    kwargs = table_kwargs(s, hw, seed)
+    faults = kwargs.pop("alloc_faults")
+    pt = PageTable(s.table.format, executor=executor, **kwargs)
+    if faults is not None:
+        pt.executor.allocator.faults = faults
+    return pt

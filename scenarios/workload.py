@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import simpy
@@ -115,11 +116,24 @@ class Placer:
 MapListener = Callable[[int, int, int], None]  # (iova, pa, size) of a completed map
 
 
+@dataclass(frozen=True, slots=True)
+class DirtyScan:
+    """One read_and_clear_dirty: when it ran, what it covered, the runs it reported."""
+
+    start: int
+    end: int
+    iova: int
+    size: int
+    runs: tuple[tuple[int, int], ...]  # (iova, length) reported dirty
+
+
 class CpuRunner:
     """Everything one scenario CPU does, in order, on its timed core.
 
     ``listeners`` hear of every successful map as it returns (devices that follow
-    this CPU, the visibility oracle); ``closers`` run when the CPU has no more work.
+    this CPU, the visibility oracle); ``unmap_listeners`` of every unmap as it returns
+    (iova, bytes it removed from there, start cycle), its IOTLB sync included;
+    ``closers`` run when the CPU has no more work.
     """
 
     def __init__(
@@ -140,9 +154,11 @@ class CpuRunner:
         self.placer = placer
         self.rng = rng
         self.listeners: list[MapListener] = []
+        self.unmap_listeners: list[Callable[[int, int, int], None]] = []
         self.closers: list[Callable[[], None]] = []
         self.mapped: list[tuple[int, int]] = []
         self.sizes: list[tuple[str, int]] = []  # (op kind, bytes) of each map/unmap run
+        self.scans: list[DirtyScan] = []  # every read_and_clear_dirty that succeeded
 
     def program(self) -> Events:
         spec = self.spec
@@ -163,8 +179,12 @@ class CpuRunner:
         return ret
 
     def _unmap(self, iova: int, size: int) -> Events:
-        yield from self.core.execute(self.pt.unmap_op(iova, size), "unmap")
+        start = self.core.env.now
+        ret = yield from self.core.execute(self.pt.unmap_op(iova, size), "unmap")
         self.sizes.append(("unmap", size))
+        gone = ret if isinstance(ret, int) and ret > size else size  # a whole large leaf
+        for listener in self.unmap_listeners:
+            listener(iova, gone, start)
 
     def run_ops(self, ops: list[Op], offset: int) -> Events:
         core, pt, env = self.core, self.pt, self.core.env
@@ -189,8 +209,11 @@ class CpuRunner:
                     yield from self._unmap(iova, size)
                 self.mapped.clear()
             elif kind == "read_and_clear_dirty":
-                op_gen = pt.read_and_clear_dirty_op(body.iova + offset, body.size, body.no_clear)
-                yield from core.execute(op_gen, "read_and_clear_dirty")
+                iova, start = body.iova + offset, env.now
+                op_gen = pt.read_and_clear_dirty_op(iova, body.size, body.no_clear)
+                ret, runs = yield from core.execute(op_gen, "read_and_clear_dirty")
+                if ret == 0:
+                    self.scans.append(DirtyScan(start, env.now, iova, body.size, tuple(runs)))
             elif kind == "repeat":
                 for k in range(body.count):
                     yield from self.run_ops(body.ops, offset + k * body.stride)

@@ -35,8 +35,13 @@ class PTError(Exception):
 
     def __init__(self, err: int, what: str = "") -> None:
         self.errno = abs(err)
+        self.what = what
         text = f"{errno_name(err)} ({os.strerror(self.errno)})"
         super().__init__(f"{what}: {text}" if what else text)
+
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        # Rebuild from (errno, what), so the error survives a trip between processes.
+        return PTError, (self.errno, self.what)
 
 
 class PTWarning(Exception):

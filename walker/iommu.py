@@ -97,6 +97,9 @@ class Iommu:
         self._walking: dict[tuple[int, int], simpy.Event] = {}
         self.faults: list[Fault] = []
         self.incidents: list[Incident] = []
+        # (issue cycle, incident) of every stale translation: the explorer's oracle
+        # tells DMAs issued after an unmap completed from those in flight during it.
+        self.stale_log: list[tuple[int, Incident]] = []
         self.walks = 0
         self.merged = 0
         self.ad_updates = 0
@@ -106,6 +109,7 @@ class Iommu:
         self, device: str, domain: int, iova: int, size: int, is_write: bool
     ) -> Events:
         env, cfg = self.env, self.cfg
+        issued = env.now
         yield env.timeout(cfg.link)
         hw = self.formats.get(domain)
         tracks_dirty = cfg.access_dirty and hw is not None and hw.dirty_bit != 0
@@ -139,6 +143,7 @@ class Iommu:
         yield env.timeout(cfg.link)
         if tr.outcome == OK and self.truth is not None and self.truth(domain, iova) != tr.pa:
             self._incident("stale_translation", device, domain, iova, tr.pa)
+            self.stale_log.append((issued, self.incidents[-1]))
         return tr
 
     # --- the pieces -----------------------------------------------------------------------

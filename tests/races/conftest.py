@@ -1,0 +1,160 @@
+"""The race catalog harness: run a catalog scenario through the real pipeline.
+
+Every test in ``tests/races`` runs its ``scenarios/catalog/<name>.yaml`` with
+``scenarios.runner.run_experiment`` -- CPU cores, caches, write buffer, walker,
+devices -- once with the scenario's fix switch off (as the file has it) and once
+with ``--set kernel.fixes.<switch>=true``, and reports the reproduction rate and
+the cost of the fix, both on stdout (``pytest -s``) and in the test report
+(``record_property``, e.g. in ``--junitxml``).
+
+Tests marked ``slow`` (200+ seeds) are deselected unless asked for: ``-m slow`` or
+``IOMMUSIM_SLOW=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from iommusim.scenarios import metrics as M
+from iommusim.scenarios.resolve import catalog_dir
+from iommusim.scenarios.runner import ExpectOutcome, run_experiment
+from iommusim.scenarios.system import RunResult
+
+JOBS = 2
+SLOW_SEEDS = range(1, 201)
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.option.markexpr or os.environ.get("IOMMUSIM_SLOW") == "1":
+        return
+    keep, slow = [], []
+    for item in items:
+        mine = HERE in Path(str(item.fspath)).parents
+        (slow if mine and item.get_closest_marker("slow") else keep).append(item)
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = keep
+
+
+@dataclass
+class Outcome:
+    """All seeds of one run of a catalog scenario."""
+
+    name: str
+    sets: tuple[str, ...]
+    runs: list[RunResult]
+    expectations: list[ExpectOutcome]
+
+    @property
+    def seeds(self) -> int:
+        return len(self.runs)
+
+    def values(self, metric: str) -> list[float]:
+        return [r.metrics[metric] for r in self.runs]
+
+    def mean(self, metric: str) -> float:
+        values = self.values(metric)
+        return sum(values) / len(values)
+
+    def holding(self, metric: str, condition: str) -> list[int]:
+        """The seeds on which ``metric condition`` holds."""
+        return [r.seed for r in self.runs if M.holds(condition, r.metrics[metric])]
+
+    def symptomatic(self) -> list[int]:
+        """Seeds on which any of the scenario's expectations (the symptom) holds."""
+        return sorted({s for e in self.expectations for s in e.passed_seeds})
+
+
+def run(name: str, sets: Sequence[str] = (), seeds: Sequence[int] | None = None) -> Outcome:
+    """All seeds of a catalog scenario (by default the seeds the file names)."""
+    path = catalog_dir() / f"{name}.yaml"
+    chosen = list(seeds) if seeds is not None else None
+    (point,) = run_experiment(path, list(sets), seeds=chosen, jobs=JOBS)
+    return Outcome(name, tuple(sets), point.runs, point.expectations)
+
+
+def fix_on(switch: str) -> str:
+    return f"kernel.fixes.{switch}=true"
+
+
+def assert_symptom(off: Outcome) -> None:
+    """Every expectation of the scenario (the symptom with the fix off) holds on at
+    least the fraction of seeds it states."""
+    for e in off.expectations:
+        assert e.ok, (
+            f"{off.name}: {e.metric} {e.condition} holds on {len(e.passed_seeds)}/{off.seeds} "
+            f"seeds, needs {e.seeds}; fails on {e.failed_seeds}"
+        )
+
+
+def assert_clean(on: Outcome) -> None:
+    """No expectation (no symptom) holds on any seed."""
+    for e in on.expectations:
+        assert e.passed_seeds == [], (
+            f"{on.name} with {on.sets}: the symptom {e.metric} {e.condition} shows on "
+            f"seeds {e.passed_seeds}"
+        )
+
+
+def report(
+    record_property: Callable[[str, object], None],
+    switch: str,
+    off: Outcome,
+    on: Outcome,
+    costs: Sequence[tuple[str, str]],
+) -> list[str]:
+    """Print and record the reproduction rate and the fix's cost.
+
+    ``costs`` are (metric, unit) pairs compared fix on vs off, e.g.
+    ("cpu.map.latency.mean", "cycles per map").
+    """
+    hit = off.symptomatic()
+    lines = [
+        f"[{off.name}] {switch}=false: {e.metric} {e.condition} on {len(e.passed_seeds)}/"
+        f"{off.seeds} seeds ({100 * len(e.passed_seeds) / off.seeds:.0f}%, needs {e.seeds})"
+        for e in off.expectations
+    ]
+    lines.append(
+        f"[{off.name}] {switch}=true: symptom on {len(on.symptomatic())}/{on.seeds} seeds"
+    )
+    record_property("scenario", off.name)
+    record_property("switch", switch)
+    record_property("reproduced_seeds", len(hit))
+    record_property("seeds_fix_off", off.seeds)
+    record_property("reproduction_rate", round(len(hit) / off.seeds, 4))
+    for e in off.expectations:
+        record_property(f"reproduced_seeds.{e.metric}", len(e.passed_seeds))
+    record_property("symptomatic_seeds_fix_on", len(on.symptomatic()))
+    record_property("seeds_fix_on", on.seeds)
+    for metric, unit in costs:
+        a, b = off.mean(metric), on.mean(metric)
+        lines.append(
+            f"[{off.name}] cost: {metric} {a:,.1f} (off) -> {b:,.1f} (on): {b - a:+,.1f} {unit}"
+        )
+        record_property(f"cost.{metric}.fix_off", round(a, 3))
+        record_property(f"cost.{metric}.fix_on", round(b, 3))
+    for line in lines:
+        print(line)
+    return lines
+
+
+class Harness:
+    """What a race test needs, handed out as the ``races`` fixture."""
+
+    run = staticmethod(run)
+    fix_on = staticmethod(fix_on)
+    assert_symptom = staticmethod(assert_symptom)
+    assert_clean = staticmethod(assert_clean)
+    report = staticmethod(report)
+    slow_seeds = SLOW_SEEDS
+
+
+@pytest.fixture
+def races() -> type[Harness]:
+    return Harness
