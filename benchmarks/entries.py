@@ -1,51 +1,106 @@
-"""The benchmark entries: CPU transactions per second, IOTLB lookups per second."""
+"""The benchmark entries (issue 8), each a ``prepare()`` returning the timed part.
+
+1. CPU transactions/s: one CPU mapping and unmapping 4K pages on an incoherent VT-d.
+2. The same with four CPUs contending for shared table levels.
+3. DMA translations/s, an IOTLB-hit dominated stream.
+4. DMA translations/s, a miss dominated stream (random over a large window).
+5. Scale: map 1,000,000 4K pages (4 GiB of IOVA), then 1,000,000 DMA requests.
+Plus IOTLB lookups/s, the structure's own hot path.
+"""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
+import simpy
+import yaml
+
 from iommusim.hwmodels.config import HardwareConfig, IotlbConfig
+from iommusim.hwmodels.dma import DmaDevice, DmaStream
 from iommusim.hwmodels.iotlb import Iotlb
 from iommusim.hwmodels.machine import Machine
-from iommusim.tables.transactions import CAUSE_LEAF, CMPXCHG, FENCE, FLUSH, LOAD, STORE
+from iommusim.hwmodels.sim import SimEnvironment
+from iommusim.scenarios.resolve import preset_dir
+from iommusim.tables import PageTable, Prot
+from iommusim.walker import Iommu
 
 from .common import Prepared
 
-TABLE_TXS = 200_000
-IOTLB_LOOKUPS = 500_000
+RW = Prot.READ | Prot.WRITE
+IOVA = 0x4000_0000
+PA = 0x1_0000_0000
 
 
-def _table_stream(base: int, n: int) -> Generator[tuple[Any, ...], Any, int]:
-    """A map-like stream: walk down (loads), install (cmpxchg), write leaves, flush."""
-    done = 0
-    slot = 0
-    while done < n:
-        for level in range(3):
-            yield (LOAD, base + level * 4096 + (slot % 512) * 8)
-        yield (CMPXCHG, base + 3 * 4096 + (slot % 512) * 8, 0, slot + 1)
-        for i in range(4):
-            yield (STORE, base + 4 * 4096 + ((slot + i) % 512) * 8, slot | 1)
-        yield (FLUSH, base + 4 * 4096 + (slot % 512) * 8, 32, CAUSE_LEAF)
-        yield (FENCE,)
-        done += 10
-        slot += 4
-    return done
+def vtd_incoherent(lookahead: bool = True) -> tuple[Machine, PageTable]:
+    """A machine from the vtd-incoherent preset with an incoherent 4-level vtdss table."""
+    hw = HardwareConfig.model_validate(
+        yaml.safe_load(Path(preset_dir(), "vtd-incoherent.yaml").read_text())
+    )
+    machine = Machine(hw, seed=1, env=SimEnvironment(lookahead=lookahead))
+    pt = PageTable(
+        "vtdss", vasz_lg2=48, top_level=3, features={"dma_incoherent"},
+        executor=machine.executor, debug=False,
+    )
+    return machine, pt
 
 
-def cpu_transactions() -> Prepared:
-    """Two cores, each running a table-like stream through the memory system."""
-    machine = Machine(HardwareConfig(), seed=1)
-    cores = machine.cpus[:2]
-    for core in cores:
-        core.start(_table_stream(0x1000_0000 * (core.index + 1), TABLE_TXS // 2), "stream")
+def _map_unmap(core: Any, pt: PageTable, base: int, pages: int, stride: int) -> Generator:
+    for i in range(pages):
+        iova = base + i * stride
+        yield from core.execute(pt.map_op(iova, PA + (iova - IOVA), 4096, RW), "map")
+        yield from core.execute(pt.unmap_op(iova, 4096), "unmap")
+
+
+def _cpus(n: int, pages: int, lookahead: bool = True) -> Prepared:
+    machine, pt = vtd_incoherent(lookahead)
+    # Neighbouring pages of all CPUs share every table level.
+    for i in range(n):
+        machine.env.process(_map_unmap(machine.cpus[i], pt, IOVA + i * 4096, pages, n * 4096))
 
     def run() -> int:
         machine.env.run()
-        return sum(core.transactions for core in cores)
+        return sum(c.transactions for c in machine.cpus[:n])
 
     return run
+
+
+def one_cpu() -> Prepared:
+    """Map and unmap 4K pages, one CPU: every transaction through the cache model."""
+    return _cpus(1, 3000)
+
+
+def four_cpus() -> Prepared:
+    """Four CPUs mapping and unmapping neighbouring pages (shared table levels)."""
+    return _cpus(4, 800)
+
+
+def _dma(window: int, count: int, pattern: str) -> Prepared:
+    machine, pt = vtd_incoherent()
+    pt.map(IOVA, PA, window, RW)
+    iommu = Iommu(machine, {1: "vtdss"})
+    stream = DmaStream(IOVA, window, 64, count, outstanding=1, pattern=pattern)
+
+    def run() -> int:
+        DmaDevice(
+            machine.env, "dev", domain=1, translator=iommu, dram=machine.dram, workload=stream
+        )
+        machine.env.run()
+        return count
+
+    return run
+
+
+def dma_hits() -> Prepared:
+    """64-byte DMAs sequential over 64 KiB: almost all IOTLB hits."""
+    return _dma(64 << 10, 100_000, "sequential")
+
+
+def dma_misses() -> Prepared:
+    """64-byte DMAs at random over 1 GiB of 4K pages: almost all misses."""
+    return _dma(1 << 30, 30_000, "random")
 
 
 def iotlb_lookups() -> Prepared:
@@ -56,7 +111,7 @@ def iotlb_lookups() -> Prepared:
     for page in range(8):
         iotlb.fill(1, (1 << 30) + (page << 21), 21, page)
     rng = random.Random(1)
-    iovas = [rng.randrange(2000) << 12 for _ in range(IOTLB_LOOKUPS)]
+    iovas = [rng.randrange(2000) << 12 for _ in range(500_000)]
 
     def run() -> int:
         lookup = iotlb.lookup
@@ -65,3 +120,31 @@ def iotlb_lookups() -> Prepared:
         return len(iovas)
 
     return run
+
+
+def scale(pages: int = 1_000_000, dmas: int = 1_000_000) -> dict[str, float]:
+    """Map ``pages`` 4K pages in one call on a CPU core, then ``dmas`` random DMAs."""
+    import resource
+    import time
+
+    start = time.perf_counter()
+    machine, pt = vtd_incoherent()
+    env: simpy.Environment = machine.env
+    size = pages * 4096
+    # PA offset by 4K from 2M alignment: the map must use 4K leaves throughout.
+    mapping = machine.cpus[0].start(pt.map_op(IOVA, PA + 4096, size, RW), "map")
+    env.run(until=mapping)
+    mapped = time.perf_counter()
+    iommu = Iommu(machine, {1: "vtdss"})
+    stream = DmaStream(IOVA, size, 64, dmas, outstanding=8, pattern="random")
+    DmaDevice(env, "dev", domain=1, translator=iommu, dram=machine.dram, workload=stream)
+    env.run()
+    end = time.perf_counter()
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "map_seconds": mapped - start,
+        "dma_seconds": end - mapped,
+        "total_seconds": end - start,
+        "peak_rss_mib": rss_mib,
+        "walks": iommu.walks,
+    }

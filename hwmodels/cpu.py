@@ -39,12 +39,18 @@ the core away for ``duration`` cycles, fixed or exponentially distributed.
 
 ``charge(tx)`` computes the effect and cost of a non-blocking transaction without
 touching the clock, so a caller may run several before yielding.
+
+Preemption hook (schedule exploration, ``scenarios.control``): when ``preempt`` is set,
+it is called as ``preempt(core, tx)`` at every transaction boundary, where interrupts are
+taken, before ``tx`` takes effect; a non-zero return takes the core away for that many
+cycles, like an interrupt (traced as an ``interrupt`` with ``source="explorer"``). None,
+the default, costs one test per transaction.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,6 +176,8 @@ class CpuCore:
         irq = cfg.interrupts
         self._next_interrupt = env.now + self._interval() if irq.mean_interval else math.inf
         self._record: OpRecord | None = None
+        self.preempt: Callable[[CpuCore, Transaction], int] | None = None
+        self.preemptions = 0
         self.records: list[OpRecord] = []
         self.flush_lines: dict[str, int] = {}
         self.transactions = 0
@@ -198,6 +206,9 @@ class CpuCore:
         charges, send, timeout = self._charges, op.send, env.timeout
         tracer, jitter = self._tracer, self._jitter
         interrupts = self.cfg.interrupts.mean_interval > 0
+        preempt = self.preempt
+        lookahead = getattr(env, "lookahead", False)
+        queue = env._queue
         result: Any = None
         done = 0
         try:
@@ -209,6 +220,10 @@ class CpuCore:
                     break
                 if interrupts and env.now >= self._next_interrupt:
                     yield from self._interrupt()
+                if preempt is not None:
+                    pause = preempt(self, tx)
+                    if pause:
+                        yield from self._preempted(pause)
                 handler = charges.get(tx[0])
                 if handler is not None:
                     result, cycles = handler(tx)
@@ -216,7 +231,14 @@ class CpuCore:
                         cycles = self._jittered(cycles)
                     if tracer is not None:
                         self._trace(tx, result, cycles)
-                    yield timeout(cycles)
+                    # Exact look-ahead (hwmodels.sim): nothing else can happen before
+                    # this transaction ends, so move the clock instead of an event.
+                    due = env._now + cycles
+                    if lookahead and not env._waking_several and (not queue or due < queue[0][0]):
+                        env._now = due
+                        env.skipped += 1
+                    else:
+                        yield timeout(cycles)
                 else:
                     result = yield from self._block(tx)
                 done += 1
@@ -228,6 +250,11 @@ class CpuCore:
         if self._tracer is not None:
             self._tracer.emit(self.name, "op_end", op=label, result=rec.result)
         return rec.result
+
+    @property
+    def current_op(self) -> str | None:
+        """The label of the operation executing now (None when idle)."""
+        return self._record.label if self._record is not None else None
 
     def charge(self, tx: Transaction) -> tuple[Any, int]:
         """Perform a non-blocking transaction now; returns (its result, its cost)."""
@@ -338,6 +365,13 @@ class CpuCore:
             self._tracer.emit(self.name, "interrupt", duration=duration)
         yield self.env.timeout(duration)
         self._next_interrupt = self.env.now + self._interval()
+
+    def _preempted(self, cycles: int) -> Events:
+        """Taken away by the explorer (an interrupt it chose) for ``cycles``."""
+        self.preemptions += 1
+        if self._tracer is not None:
+            self._tracer.emit(self.name, "interrupt", duration=cycles, source="explorer")
+        yield self.env.timeout(cycles)
 
     def _jittered(self, cycles: int) -> int:
         return max(0, cycles + self._rng.randint(-self._jitter, self._jitter))

@@ -29,6 +29,7 @@ import simpy
 
 from .component import component_rng
 from .dram import Dram
+from .sim import advance
 from .trace import Tracer
 
 OK = "ok"
@@ -99,6 +100,15 @@ class DmaFeed:
 
 
 @dataclass(slots=True)
+class _StreamCursor:
+    """What the workers of one stream share: how many requests were issued, and the
+    earliest cycle the next one may be."""
+
+    not_before: int
+    issued: int = 0
+
+
+@dataclass(slots=True)
 class DmaRecord:
     device: str
     index: int  # position in the workload
@@ -166,29 +176,34 @@ class DmaDevice:
         yield from self._request(index, r.iova, r.size, r.is_write)
 
     def _stream(self, s: DmaStream) -> Generator[simpy.Event, Any, None]:
+        """``outstanding`` workers, each issuing the stream's next request as soon as
+        its previous one completed, all issues at least ``gap`` apart."""
         env = self.env
         if s.start > env.now:
             yield env.timeout(s.start - env.now)
-        slots = simpy.Resource(env, s.outstanding)
+        cursor = _StreamCursor(env.now)
+        workers = [env.process(self._stream_worker(s, cursor)) for _ in range(s.outstanding)]
+        yield env.all_of(workers)
+
+    def _stream_worker(
+        self, s: DmaStream, cursor: _StreamCursor
+    ) -> Generator[simpy.Event, Any, None]:
+        env = self.env
         slots_in_region = s.length // s.size
-        procs = []
-        for i in range(s.count):
-            slot = slots.request()
-            yield slot
+        while cursor.issued < s.count:
+            if cursor.not_before > env.now:
+                wait = advance(env, cursor.not_before - env.now)
+                if wait is not None:
+                    yield wait
+                continue  # another worker may have taken the last request meanwhile
+            index = cursor.issued
+            cursor.issued += 1
+            cursor.not_before = env.now + s.gap
             if s.pattern == "random":
                 offset = self._rng.randrange(slots_in_region) * s.size
             else:
-                offset = i % slots_in_region * s.size
-            procs.append(env.process(self._in_slot(i, s.base + offset, s, slots, slot)))
-            if s.gap and i + 1 < s.count:
-                yield env.timeout(s.gap)
-        yield env.all_of(procs)
-
-    def _in_slot(
-        self, index: int, iova: int, s: DmaStream, slots: simpy.Resource, slot: simpy.Event
-    ) -> Generator[simpy.Event, Any, None]:
-        yield from self._request(index, iova, s.size, s.is_write)
-        slots.release(slot)
+                offset = index % slots_in_region * s.size
+            yield from self._request(index, s.base + offset, s.size, s.is_write)
 
     def _request(
         self, index: int, iova: int, size: int, is_write: bool

@@ -13,6 +13,7 @@ from typing import Any
 import simpy
 
 from .config import DramConfig
+from .sim import advance
 
 
 class Dram:
@@ -49,7 +50,9 @@ class Dram:
             self.reads += 1
         env = self.env
         if self._channels is None:
-            yield env.timeout(latency)
+            wait = advance(env, latency)
+            if wait is not None:
+                yield wait
             return
         occupancy = min(self.cfg.occupancy, latency)
         with self._channels.request() as granted:

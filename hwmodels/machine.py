@@ -30,6 +30,7 @@ from .iotlb import Iotlb
 from .locks import Locks
 from .memsys import MemorySystem
 from .port import WalkerPort
+from .sim import SimEnvironment
 from .trace import Tracer
 from .walk_cache import WalkCache
 
@@ -51,7 +52,7 @@ class Machine:
         self.config = config = config if config is not None else HardwareConfig()
         cpu_configs = cpu_configs or {}
         self.seed = seed
-        self.env = env = env if env is not None else simpy.Environment()
+        self.env = env = env if env is not None else SimEnvironment()
         self.tracer = tracer = Tracer(env) if trace else None
         iommu = config.iommu
         self.dram = Dram(env, config.dram)

@@ -30,6 +30,7 @@ from ..tables.memory import PageAllocator
 from .config import IommuConfig
 from .dram import Dram
 from .memsys import MemorySystem
+from .sim import advance
 from .trace import Tracer
 
 
@@ -76,7 +77,9 @@ class WalkerPort:
             self._tracer.emit(self.name, "read", pa=pa, value=value, stale=stale, freed=freed)
         if self.cfg.coherent_walk and mem.is_dirty(pa):
             self.snoops += 1
-            yield self.env.timeout(self.cfg.snoop)
+            wait = advance(self.env, self.cfg.snoop)
+            if wait is not None:
+                yield wait
         else:
             yield from self.dram.access(False)
         return value

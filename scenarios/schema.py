@@ -314,6 +314,8 @@ class RunSpec(Node):
         Field(min_length=1),
     ] = [1]
     until: Annotated[int, Field(ge=1)] = 10_000_000
+    # Exact look-ahead (hwmodels.sim): same results, faster. Off only to check that.
+    lookahead: bool = True
 
 
 SEEDS_RE = re.compile(r"^(all|any|\d+(?:\.\d+)?%)$")

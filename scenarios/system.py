@@ -19,6 +19,7 @@ from ..hwmodels.component import component_rng
 from ..hwmodels.cpu import OpRecord
 from ..hwmodels.dma import FAULT, DmaDevice, DmaFeed, DmaRequest
 from ..hwmodels.machine import Machine
+from ..hwmodels.sim import SimEnvironment, events_processed
 from ..hwmodels.trace import TraceRecord
 from ..tables.memory import PAGE_LG2
 from ..tables.transactions import CHANGE_TOP, FLUSH_CAUSES
@@ -77,7 +78,7 @@ def simulate(
     }
     machine = Machine(
         hw, seed=seed, trace=trace, cpu_configs=cpu_configs,
-        env=explorer.env if explorer is not None else None,
+        env=explorer.env if explorer is not None else SimEnvironment(lookahead=s.run.lookahead),
     )
     env = machine.env
     pt = make_table(s, hw, machine.executor, seed)
@@ -249,7 +250,7 @@ def collect_metrics(
     m: dict[str, float] = {}
     env = machine.env
     m["sim.cycles"] = env.now
-    m["sim.events"] = next(env._eid)  # SimPy's count of scheduled events
+    m["sim.events"] = events_processed(env)
     records = [r for d in devices for r in d.records]
     m["dma.requests"] = len(records)
     m["dma.completed"] = len(records)

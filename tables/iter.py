@@ -109,9 +109,11 @@ def check_range(rng: Range) -> int:
     """
     c = rng.common
     vasz = rng.max_vasz_lg2
-    c.warn_on(not vasz, "range without a VA size")
+    if c.debug:
+        c.warn_on(not vasz, "range without a VA size")
     if c.sign_extend:
-        c.warn_on(c.max_vasz_lg2 != vasz, "sign-extended range of a partial top")
+        if c.debug:
+            c.warn_on(c.max_vasz_lg2 != vasz, "sign-extended range of a partial top")
         prefix = U64 if rng.va >> (vasz - 1) else 0
     else:
         prefix = 0
@@ -133,7 +135,8 @@ def range_to_index(pts: State) -> int:
     rng = pts.range
     c = rng.common
     isz = c.fmt.isz[pts.level]
-    c.warn_on(pts.level > rng.top_level, "level above the top")
+    if c.debug:
+        c.warn_on(pts.level > rng.top_level, "level above the top")
     if rng.top_level == pts.level:
         return (rng.va & ((1 << rng.max_vasz_lg2) - 1)) >> isz
     return (rng.va >> isz) & ((1 << c.fmt.num_items_lg2(c, pts.level)) - 1)
@@ -156,7 +159,9 @@ def range_to_end_index(pts: State) -> int:
 def iter_first(pts: State) -> None:
     pts.index = range_to_index(pts)
     pts.end_index = range_to_end_index(pts)
-    pts.range.common.warn_on(pts.index > pts.end_index, "walk starts past its end")
+    c = pts.range.common
+    if c.debug:
+        c.warn_on(pts.index > pts.end_index, "walk starts past its end")
 
 
 def index_to_va(pts: State) -> None:
@@ -294,18 +299,29 @@ def install_leaf_entry(pts: State, oa: int, oasz_lg2: int, attrs: int) -> Gen:
 def clear_entries(pts: State, num_contig_lg2_: int) -> Gen:
     """Zero 2**num_contig_lg2_ items from pts.index (must be aligned to the block)."""
     c = pts.range.common
-    c.warn_on(pts.index & ((1 << num_contig_lg2_) - 1) != 0, "clear of a misaligned block")
+    if c.debug:
+        c.warn_on(pts.index & ((1 << num_contig_lg2_) - 1) != 0, "clear of a misaligned block")
     base = pts.table + (pts.index << ITEM_WORD_LG2)
     for k in range(1 << num_contig_lg2_):
         yield (STORE, base + (k << ITEM_WORD_LG2), 0)
 
 
+def returning(value: Any) -> Gen:
+    """A generator that yields nothing and returns ``value``."""
+    return value
+    yield  # pragma: no cover - makes this a generator
+
+
 def descend(pts: State, fn: Any, arg: Any) -> Gen:
-    """pt_descend: run ``fn`` on the child table of the current item."""
-    if pts.range.common.warn_on(not pts.table_lower, "descend into a NULL table"):
-        return -EINVAL
-    ret = yield from fn(pts.range, arg, pts.level - 1, pts.table_lower)
-    return ret
+    """pt_descend: the walk of ``fn`` over the child table of the current item.
+
+    It returns the child's generator rather than wrapping it, so a transaction the
+    child yields does not pass through one more generator frame per level.
+    """
+    c = pts.range.common
+    if c.debug and c.warn_on(not pts.table_lower, "descend into a NULL table"):
+        return returning(-EINVAL)
+    return fn(pts.range, arg, pts.level - 1, pts.table_lower)
 
 
 def walk_descend_all(pts: State, fn: Any, arg: Any) -> Gen:

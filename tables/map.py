@@ -358,6 +358,7 @@ def make_range_checked_len(iova: int, length: int) -> int:
 
 def map_range(c: Common, iova: int, paddr: int, length: int, prot: int, mapped: list[int]) -> Gen:
     """pt_iommu map_range: 0 or -errno; bytes installed are added to mapped[0]."""
+    prot = int(prot)
     if not prot & RW:
         c.warnings.append("map without READ or WRITE")  # a WARN_ON in every build
         return -EINVAL

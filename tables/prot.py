@@ -13,5 +13,7 @@ class Prot(enum.IntFlag):
     MMIO = 16
 
 
-RW = Prot.READ | Prot.WRITE
+# The same bits as plain ints, for the hot paths (IntFlag operators are slow).
+READ, WRITE, CACHE, NOEXEC, MMIO = (int(p) for p in Prot)
+RW = READ | WRITE
 DIRTY_NO_CLEAR = 1  # IOMMU_DIRTY_NO_CLEAR

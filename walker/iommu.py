@@ -26,6 +26,7 @@ import simpy
 from ..hwmodels.dma import FAULT, OK, Translation
 from ..hwmodels.iotlb import NEGATIVE
 from ..hwmodels.machine import Machine
+from ..hwmodels.sim import advance
 from .hwformats import HW_FORMATS, LEAF, NOT_PRESENT, RESERVED, TABLE, HwFormat
 
 Events = Generator[simpy.Event, Any, Translation]
@@ -110,12 +111,16 @@ class Iommu:
     ) -> Events:
         env, cfg = self.env, self.cfg
         issued = env.now
-        yield env.timeout(cfg.link)
+        wait = advance(env, cfg.link)
+        if wait is not None:
+            yield wait
         hw = self.formats.get(domain)
         tracks_dirty = cfg.access_dirty and hw is not None and hw.dirty_bit != 0
         while True:
             entry = self.iotlb.lookup(domain, iova)
-            yield env.timeout(cfg.iotlb.hit)
+            wait = advance(env, cfg.iotlb.hit)
+            if wait is not None:
+                yield wait
             if entry is NEGATIVE:
                 tr = self._fault(device, domain, iova, is_write, "not_present", None, "iotlb")
                 break
@@ -140,7 +145,9 @@ class Iommu:
                     del self._walking[key]
                 done.succeed()
             break
-        yield env.timeout(cfg.link)
+        wait = advance(env, cfg.link)
+        if wait is not None:
+            yield wait
         if tr.outcome == OK and self.truth is not None and self.truth(domain, iova) != tr.pa:
             self._incident("stale_translation", device, domain, iova, tr.pa)
             self.stale_log.append((issued, self.incidents[-1]))
@@ -181,7 +188,9 @@ class Iommu:
                 readable, writable = not hit & _WC_NO_READ, not hit & _WC_NO_WRITE
                 break
         if probes:
-            yield env.timeout(probes * cfg.walk_cache.probe)
+            wait = advance(env, probes * cfg.walk_cache.probe)
+            if wait is not None:
+                yield wait
         path = "walk_cache" if level < top else "walk"
 
         while True:

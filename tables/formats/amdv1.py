@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import features as F
 from ..errors import EINVAL
 from ..log2 import ffz, set_mod
-from ..prot import Prot
+from ..prot import READ, WRITE
 from .base import EMPTY, OA, TABLE, Format
 
 if TYPE_CHECKING:
@@ -143,9 +143,9 @@ class AmdV1(Format):
         pte = 0
         if common.feature(FORCE_COHERENCE):
             pte |= FC
-        if prot & Prot.READ:
+        if prot & READ:
             pte |= IR
-        if prot & Prot.WRITE:
+        if prot & WRITE:
             pte |= IW
         if common.feature(ENCRYPT_TABLES):
             pte = self.sme_set(common, pte)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import features as F
 from ..errors import EINVAL, EOPNOTSUPP
-from ..prot import Prot
+from ..prot import NOEXEC, READ, WRITE
 from .base import EMPTY, OA, TABLE, Format
 
 if TYPE_CHECKING:
@@ -94,11 +94,11 @@ class RiscV64(Format):
 
     def set_prot(self, common: Common, prot: int) -> tuple[int, int]:
         pte = A | U
-        if prot & Prot.WRITE:
+        if prot & WRITE:
             pte |= W | R | D
-        if prot & Prot.READ:
+        if prot & READ:
             pte |= R
-        if not prot & Prot.NOEXEC:
+        if not prot & NOEXEC:
             pte |= X
         if not pte & (X | W | R):
             return -EOPNOTSUPP, 0

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import features as F
 from ..errors import EINVAL, EOPNOTSUPP
-from ..prot import Prot
+from ..prot import READ, WRITE
 from .base import EMPTY, OA, TABLE, Format
 
 if TYPE_CHECKING:
@@ -84,16 +84,16 @@ class VtdSS(Format):
         return entry
 
     def set_prot(self, common: Common, prot: int) -> tuple[int, int]:
-        if not prot & (Prot.READ | Prot.WRITE):
+        if not prot & (READ | WRITE):
             return -EINVAL, 0  # without R or W the item would read as not present
         pte = 0
-        if prot & Prot.READ:
+        if prot & READ:
             pte |= R
-        if prot & Prot.WRITE:
+        if prot & WRITE:
             pte |= W
         if common.feature(FORCE_COHERENCE):
             pte |= SNP
-        if common.feature(FORCE_WRITEABLE) and not prot & Prot.WRITE:
+        if common.feature(FORCE_WRITEABLE) and not prot & WRITE:
             return -EINVAL, 0  # ERRATA_772415_SPR17: no read-only nesting parents
         return 0, pte
 

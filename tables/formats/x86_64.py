@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import features as F
 from ..errors import EINVAL, EOPNOTSUPP
-from ..prot import Prot
+from ..prot import MMIO, WRITE
 from .base import EMPTY, OA, TABLE, Format
 
 if TYPE_CHECKING:
@@ -89,9 +89,9 @@ class X86_64(Format):
 
     def set_prot(self, common: Common, prot: int) -> tuple[int, int]:
         pte = U | A
-        if prot & Prot.WRITE:
+        if prot & WRITE:
             pte |= RW | D  # D only for writable PTEs (1978fac2)
-        if common.feature(AMD_ENCRYPT_TABLES) and not prot & Prot.MMIO:
+        if common.feature(AMD_ENCRYPT_TABLES) and not prot & MMIO:
             pte = self.sme_set(common, pte)
         return 0, pte
 
