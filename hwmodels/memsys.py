@@ -225,6 +225,15 @@ class MemorySystem(Memory):
                 cpu.pop(a, None)
                 hw.pop(a, None)
 
+    def evict(self, line_pa: int) -> bool:
+        """Write back one dirty line now, as an eviction would (drop it from every
+        cache; through the write buffer when there is one). For the explorer's
+        eviction choice points; False if the line is not dirty."""
+        if line_pa not in self.dirty:
+            return False
+        self._write_back(line_pa, "evict")
+        return True
+
     # -- the walker's side --------------------------------------------------------
 
     def is_dirty(self, pa: int) -> bool:

@@ -1,0 +1,71 @@
+"""Every catalog race under bounded exhaustive search (issue 9, "Must hold").
+
+For each scenario of the catalog folder that explore knows (the list in
+scenarios/explore.py, or a file with an ``explore:`` section): ``dfs`` with its small
+bound finds a failure with the scenario's fix switches as the file has them (off),
+and exhausts the bounded space without a failure with them on. A catalog file that
+is neither explorable nor listed in NOT_EXPLORED fails, so a new race cannot be
+added without deciding how to explore it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from iommusim.scenarios.explore import CATALOG, is_explorable
+from iommusim.scenarios.resolve import catalog_dir, load_experiment
+
+NOT_EXPLORED = {
+    "unmap-overflush": "a performance scenario: its expect is a cost, not a failure",
+}
+FILES = sorted(catalog_dir().glob("*.yaml"))
+JOBS = 2
+
+
+def fixes_off(name: str) -> list[str]:
+    exp = load_experiment(catalog_dir() / f"{name}.yaml")
+    return [k for k, on in exp.scenario.kernel.fixes.model_dump().items() if not on]
+
+
+def explorable(path) -> bool:
+    return is_explorable(path)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_every_catalog_scenario_is_classified(path) -> None:
+    assert explorable(path) or path.stem in NOT_EXPLORED, (
+        f"{path.stem}: add it to scenarios.explore.CATALOG (or give it an explore: "
+        "section), or to NOT_EXPLORED with a reason"
+    )
+    if path.stem in CATALOG:
+        assert fixes_off(path.stem) == [CATALOG[path.stem].switch]
+
+
+EXPLORED = [p.stem for p in FILES if p.stem not in NOT_EXPLORED and explorable(p)]
+
+
+@pytest.mark.parametrize("name", EXPLORED)
+def test_dfs_finds_the_failure_with_the_fix_off(name: str, run_explore) -> None:
+    report = run_explore(name, jobs=JOBS)
+    assert report.options.strategy == "dfs"
+    assert report.failures, f"{name}: no failure in {len(report.outcomes)} runs"
+    first = report.failures[0]
+    print(f"[{name}] fix off: first failure at run {first.index} "
+          f"({first.failures[0].check}), bound {report.options.bound}")
+    if name in CATALOG and CATALOG[name].race:
+        # A schedule race: the FIFO run is clean, a deviation shows it.
+        assert not report.baseline.failed, report.baseline.failures
+        assert first.index > 0 and first.deviations
+
+
+@pytest.mark.parametrize("name", EXPLORED)
+def test_dfs_exhausts_the_bound_cleanly_with_the_fix_on(name: str, run_explore) -> None:
+    sets = [f"kernel.fixes.{switch}=true" for switch in fixes_off(name)]
+    report = run_explore(name, sets, jobs=JOBS, stop_after=0)
+    print(f"[{name}] fix on: {len(report.outcomes)} runs, exhausted {report.exhausted}, "
+          f"bound {report.options.bound}, {len(report.baseline.choices)} choice points")
+    assert not report.failures, [
+        (o.index, [f.message for f in o.failures]) for o in report.failures[:3]
+    ]
+    assert report.exhausted, f"{name}: the run limit {report.options.runs} cut the search"
+    assert len(report.outcomes) > 1  # there was something to explore
