@@ -81,10 +81,13 @@ def simulate(
         env=explorer.env if explorer is not None else SimEnvironment(lookahead=s.run.lookahead),
     )
     env = machine.env
+    # Injected failures (allocator.fail_*, kernel.alloc_faults) hit the workload's
+    # allocations only: the domain's set-up runs with them disarmed.
+    allocator = machine.executor.allocator
+    hw_faults, allocator.faults = allocator.faults, None
     pt = make_table(s, hw, machine.executor, seed)
-    faults = pt.executor.allocator.faults
-    if faults is not None:
-        faults.count = 0  # injected failures count the workload's allocations only
+    if allocator.faults is None:
+        allocator.faults = hw_faults
     domain = s.table.domain
 
     def truth(_domain: int, iova: int) -> int | None:
@@ -147,6 +150,7 @@ def simulate(
     metrics["cpu.map.invisible"] = invisible[0]
     metrics["table.live_pages"] = live_pages
     metrics["table.leaked_pages"] = pt.live_table_pages
+    faults = allocator.faults
     metrics["table.alloc_failures"] = faults.failures if faults is not None else 0
     metrics["table.bad_frees"] = len(pt.executor.allocator.bad_frees)
     metrics.update(dirty_log(devices, [scan for r in runners.values() for scan in r.scans]))

@@ -14,6 +14,7 @@ from .iter import (
     check_range,
     descend,
     entry_oa_exact,
+    entry_oa_lg2sz,
     item_pa,
     load_single_entry,
     make_range,
@@ -48,6 +49,7 @@ def _iova_to_phys(rng: Range, res: list[int], level: int, table: int) -> Gen:
         ret = yield from descend(pts, _iova_to_phys, res)
         return ret
     res[0] = entry_oa_exact(pts)
+    res[1] = entry_oa_lg2sz(pts)
     return 0
 
 
@@ -67,12 +69,21 @@ def iova_to_phys(c: Common, iova: int) -> Gen:
 
 def lookup(c: Common, iova: int, top: int | None = None) -> Gen:
     """(0, physical address) or (-errno, 0): iova_to_phys without the casts."""
+    ret, phys, _ = yield from lookup_leaf(c, iova, top)
+    return ret, phys
+
+
+def lookup_leaf(c: Common, iova: int, top: int | None = None) -> Gen:
+    """(0, physical address, lg2 size of the leaf that maps it) or (-errno, 0, 0).
+
+    Every IOVA under one leaf takes the same walk, so a caller checking a whole range
+    needs one walk per leaf, not one per page (the kunit port's check_iova)."""
     err, rng = yield from one_va_range(c, iova, top)
     if err:
-        return err, 0
-    res = [0]
+        return err, 0, 0
+    res = [0, 0]
     ret = yield from _iova_to_phys(rng, res, rng.top_level, rng.top_table)
-    return ret, res[0]
+    return ret, res[0], res[1]
 
 
 def _set_dirty(rng: Range, arg: None, level: int, table: int) -> Gen:

@@ -7,16 +7,13 @@ with ``--set kernel.fixes.<switch>=true``, and reports the reproduction rate and
 the cost of the fix, both on stdout (``pytest -s``) and in the test report
 (``record_property``, e.g. in ``--junitxml``).
 
-Tests marked ``slow`` (200+ seeds) are deselected unless asked for: ``-m slow`` or
-``IOMMUSIM_SLOW=1``.
+Tests marked ``slow`` (200 seeds) belong to the deeper tier (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -27,19 +24,6 @@ from iommusim.scenarios.system import RunResult
 
 JOBS = 2
 SLOW_SEEDS = range(1, 201)
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.option.markexpr or os.environ.get("IOMMUSIM_SLOW") == "1":
-        return
-    keep, slow = [], []
-    for item in items:
-        mine = HERE in Path(str(item.fspath)).parents
-        (slow if mine and item.get_closest_marker("slow") else keep).append(item)
-    if slow:
-        config.hook.pytest_deselected(items=slow)
-        items[:] = keep
 
 
 @dataclass

@@ -338,3 +338,15 @@ def test_crash_while_writing_keeps_old_results(cli, tmp_path, old_results, monke
     with pytest.raises(OSError, match="No space left"):
         cli_module.main(["run", str(path), "--jobs", "1", "--quiet", "--out", "out"])
     assert_untouched(tmp_path, snapshot)
+
+
+@pytest.mark.parametrize("key", ["allocator.fail_nth", "kernel.alloc_faults.fail_nth"])
+def test_alloc_faults_count_the_workload_only(cli, tmp_path, key, h):
+    """fail_nth=1 fails the workload's first table allocation, not the domain's set-up
+    (which used to crash the run with a traceback for allocator.fail_nth=1)."""
+    r = cli("run", "shared-level-flush", "--seed", "1", "--quiet", "--set", f"{key}=1",
+            "--out", tmp_path / "out")
+    assert r.rc in (0, 1), r.err
+    assert "Traceback" not in r.err
+    run = h.load_results(tmp_path / "out")["runs"][0]
+    assert run["metrics"]["table.alloc_failures"] == 1
