@@ -136,9 +136,18 @@ class Harness:
     assert_symptom = staticmethod(assert_symptom)
     assert_clean = staticmethod(assert_clean)
     report = staticmethod(report)
-    slow_seeds = SLOW_SEEDS
 
 
 @pytest.fixture
 def races() -> type[Harness]:
     return Harness
+
+
+@pytest.fixture(params=[
+    pytest.param(None, id="file-seeds"),
+    pytest.param(SLOW_SEEDS, id="200-seeds", marks=pytest.mark.slow),
+])
+def seeds(request: pytest.FixtureRequest) -> Sequence[int] | None:
+    """A race test's seeds: the ones its scenario file names (20), or in the slow tier
+    seeds 1-200."""
+    return request.param

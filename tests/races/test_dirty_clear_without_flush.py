@@ -7,8 +7,6 @@ the next dirty scans miss those pages. Fix on: every write is reported.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "dirty-clear-without-flush"
 SWITCH = "dirty_clear_flush"
 COSTS = (
@@ -22,23 +20,13 @@ def check_clean(on) -> None:
     assert on.holding("dma.faults", "> 0") == []
 
 
-def test_dirty_clear_without_flush(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_dirty_clear_without_flush(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     by_seed = {r.seed: r.metrics for r in on.runs}
     for r in off.runs:  # the dirty log shrinks to the first write of each page
         assert r.metrics["dirty.reported_pages"] < by_seed[r.seed]["dirty.reported_pages"]
-    races.assert_clean(on)
-    check_clean(on)
-
-
-@pytest.mark.slow
-def test_dirty_clear_without_flush_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
     races.assert_clean(on)
     check_clean(on)

@@ -7,8 +7,6 @@ only after the invalidation and its wait, and no walk reads freed memory.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "free-before-invalidate"
 SWITCH = "free_after_sync"
 COSTS = (("cpu.unmap.latency.mean", "cycles per unmap"),)
@@ -19,19 +17,9 @@ def check_clean(on) -> None:
     assert on.holding("walker.non_table_reads", "> 0") == []
 
 
-def test_free_before_invalidate(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
-    races.assert_clean(on)
-    check_clean(on)
-
-
-@pytest.mark.slow
-def test_free_before_invalidate_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
+def test_free_before_invalidate(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     races.assert_clean(on)

@@ -7,8 +7,6 @@ the IOTLB. Fix on: they fault, as they should.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "gather-no-gaps"
 SWITCH = "gather_always_add_range"
 COSTS = (
@@ -23,21 +21,11 @@ def check_clean(on) -> None:
     assert on.holding("dma.faults.not_present", "== 16") == [r.seed for r in on.runs]
 
 
-def test_gather_no_gaps(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_gather_no_gaps(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     assert off.holding("iotlb.invalidated", "> 0") == []  # the invalidations removed nothing
-    races.assert_clean(on)
-    check_clean(on)
-
-
-@pytest.mark.slow
-def test_gather_no_gaps_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
     races.assert_clean(on)
     check_clean(on)

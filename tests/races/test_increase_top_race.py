@@ -9,8 +9,6 @@ second level of a two-level growth leaks the first new top.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "increase-top-race"
 SWITCH = "increase_top"
 COSTS = (
@@ -26,9 +24,9 @@ def check_clean(on) -> None:
     assert on.holding("cpu.map.errors", "== 1") == [r.seed for r in on.runs]
 
 
-def test_increase_top_race(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_increase_top_race(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     # Every seed leaks exactly the level-3 top built before the failed allocation.
@@ -37,15 +35,5 @@ def test_increase_top_race(races, record_property) -> None:
     faulty = off.holding("dma.faults", "> 0")
     assert set(off.holding("cpu.map.invisible", "> 0")) >= set(faulty)
     assert off.holding("dma.faults.address_range", "> 0") == faulty
-    races.assert_clean(on)
-    check_clean(on)
-
-
-@pytest.mark.slow
-def test_increase_top_race_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
     races.assert_clean(on)
     check_clean(on)

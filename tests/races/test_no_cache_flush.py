@@ -6,8 +6,6 @@ the DMAs fault; the same code on a snooping walker shows nothing.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "no-cache-flush"
 SWITCH = "cache_flush"
 COHERENT = "hardware=vtd-coherent"
@@ -24,10 +22,10 @@ def check_clean(outcome) -> None:
     assert outcome.holding("cpu.map.invisible", "> 0") == []
 
 
-def test_no_cache_flush(races, record_property) -> None:
-    off = races.run(NAME)
-    coherent = races.run(NAME, [COHERENT])
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_no_cache_flush(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    coherent = races.run(NAME, [COHERENT], seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     print(f"[{NAME}] {SWITCH}=false on vtd-coherent: symptom on "
           f"{len(coherent.symptomatic())}/{coherent.seeds} seeds")
@@ -38,15 +36,3 @@ def test_no_cache_flush(races, record_property) -> None:
     check_clean(coherent)
     races.assert_clean(on)
     check_clean(on)
-
-
-@pytest.mark.slow
-def test_no_cache_flush_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    coherent = races.run(NAME, [COHERENT], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
-    for clean in (on, coherent):
-        races.assert_clean(clean)
-        check_clean(clean)

@@ -7,8 +7,6 @@ device's DMA right after the map faults not-present on the incoherent VT-d.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "shared-level-flush"
 SWITCH = "flush_done_sw_bit"
 COSTS = (
@@ -24,9 +22,9 @@ def check_clean(on) -> None:
     assert on.holding("cpu.map.errors", "> 0") == []
 
 
-def test_flush_done_race(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_flush_done_race(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     # The faults are not-present faults of DMAs whose map had returned.
@@ -35,13 +33,3 @@ def test_flush_done_race(races, record_property) -> None:
     races.assert_clean(on)
     check_clean(on)
     assert on.mean("cpu.flush.lines.helper") > 0  # the fix's helper flushes ran
-
-
-@pytest.mark.slow
-def test_flush_done_race_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
-    races.assert_clean(on)
-    check_clean(on)

@@ -7,8 +7,6 @@ splinters, the rest of the page still translates. Fix on: nothing is stale.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "short-gather"
 SWITCH = "gather_unmapped_length"
 COSTS = (
@@ -22,9 +20,9 @@ def check_clean(on) -> None:
     assert on.holding("dma.faults.not_present", "== 32") == [r.seed for r in on.runs]
 
 
-def test_short_gather(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_short_gather(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     races.assert_clean(on)
@@ -37,13 +35,3 @@ def test_short_gather_needs_splintering(races) -> None:
     IOTLB that splinters large pages."""
     whole = races.run(NAME, ["iommu.iotlb.max_page_lg2=null"], seeds=range(1, 4))
     races.assert_clean(whole)
-
-
-@pytest.mark.slow
-def test_short_gather_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
-    races.assert_clean(on)
-    check_clean(on)

@@ -7,8 +7,6 @@ succeeds and the walker walks ordinary memory at page 0. Fix on: the map fails w
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "table-alloc-failure"
 SWITCH = "table_alloc_error"
 COSTS = (
@@ -26,26 +24,18 @@ def check_clean(on) -> None:
         assert r.metrics["cpu.map.errors"] == r.metrics["table.alloc_failures"], r.seed
 
 
-def test_table_alloc_failure(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_table_alloc_failure(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     for r in off.runs:
         if r.metrics["table.alloc_failures"]:
-            # Failures go unnoticed: no map fails, and page 0 is "freed" at teardown.
-            assert r.metrics["cpu.map.errors"] == 0
+            # Failures go unnoticed (with the fix on each one is an -ENOMEM map), and
+            # page 0 is "freed" at teardown. A map can still fail, with -EADDRINUSE:
+            # two levels installed at page 0 alias (7 of seeds 1-200, e.g. seed 42).
+            assert r.metrics["cpu.map.errors"] < r.metrics["table.alloc_failures"]
             assert r.metrics["table.bad_frees"] > 0
     assert on.holding("table.alloc_failures", "> 0")  # the injection did fire
-    races.assert_clean(on)
-    check_clean(on)
-
-
-@pytest.mark.slow
-def test_table_alloc_failure_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
     races.assert_clean(on)
     check_clean(on)

@@ -6,8 +6,6 @@ flushes only the items an unmap changed.
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "unmap-overflush"
 SWITCH = "unmap_flush_changed_only"
 COSTS = (
@@ -29,19 +27,9 @@ def check(off, on) -> None:
         assert outcome.holding("dma.stale_translations", "> 0") == []
 
 
-def test_unmap_overflush(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
-    races.assert_clean(on)
-    check(off, on)
-
-
-@pytest.mark.slow
-def test_unmap_overflush_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
+def test_unmap_overflush(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     races.assert_clean(on)

@@ -6,8 +6,6 @@ table and every DMA faults. Fix on: the table has 4 levels and the DMAs translat
 
 from __future__ import annotations
 
-import pytest
-
 NAME = "vtd-3level-on-4level-hw"
 SWITCH = "vtd_top_level"
 COSTS = (
@@ -21,22 +19,12 @@ def check_clean(on) -> None:
     assert on.holding("cpu.map.invisible", "> 0") == []
 
 
-def test_vtd_3level_on_4level_hw(races, record_property) -> None:
-    off = races.run(NAME)
-    on = races.run(NAME, [races.fix_on(SWITCH)])
+def test_vtd_3level_on_4level_hw(races, seeds, record_property) -> None:
+    off = races.run(NAME, seeds=seeds)
+    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=seeds)
     races.report(record_property, SWITCH, off, on, COSTS)
     races.assert_symptom(off)
     for r in off.runs:  # every DMA faults
         assert r.metrics["dma.faults.geometry"] == r.metrics["dma.requests"] > 0
-    races.assert_clean(on)
-    check_clean(on)
-
-
-@pytest.mark.slow
-def test_vtd_3level_on_4level_hw_many_seeds(races, record_property) -> None:
-    off = races.run(NAME, seeds=races.slow_seeds)
-    on = races.run(NAME, [races.fix_on(SWITCH)], seeds=races.slow_seeds)
-    races.report(record_property, SWITCH, off, on, COSTS)
-    races.assert_symptom(off)
     races.assert_clean(on)
     check_clean(on)
