@@ -412,6 +412,20 @@ def test_dirty(kunit_fmt_priv) -> None:
 
 
 # --- test_sw_bit_leaf / test_sw_bit_table ---------------------------------------------
+def set_every_sw_bit(fmt, pts: it.State):
+    """All SW bits of the item start clear; each, set in turn, reads back set (it was
+    still clear before); at the end all are set."""
+    bits = range(fmt.max_sw_bit + 1)
+    for bitnr in bits:
+        assert not (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
+    for bitnr in bits:
+        assert not (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
+        yield from pt_map.set_sw_bit_release(pts, bitnr)
+        assert (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
+    for bitnr in bits:
+        assert (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
+
+
 def lvl_sw_bit_leaf(priv, pts: it.State, arg):
     fmt = priv.fmt
     bitmap = fmt.possible_sizes(priv.common, pts.level)
@@ -428,14 +442,7 @@ def lvl_sw_bit_leaf(priv, pts: it.State, arg):
             continue
         yield from it.install_leaf_entry(pts, paddr, len_lg2, attrs)
 
-        for bitnr in range(fmt.max_sw_bit + 1):
-            assert not (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
-        for bitnr in range(fmt.max_sw_bit + 1):
-            assert not (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
-            yield from pt_map.set_sw_bit_release(pts, bitnr)
-            assert (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
-        for bitnr in range(fmt.max_sw_bit + 1):
-            assert (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
+        yield from set_every_sw_bit(fmt, pts)
 
         assert it.item_oa(pts) == paddr
 
@@ -465,14 +472,7 @@ def lvl_sw_bit_table(priv, pts: it.State, arg):
     installed = yield from it.install_table(pts, paddr)
     assert installed
 
-    for bitnr in range(fmt.max_sw_bit + 1):
-        assert not (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
-    for bitnr in range(fmt.max_sw_bit + 1):
-        assert not (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
-        yield from pt_map.set_sw_bit_release(pts, bitnr)
-        assert (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
-    for bitnr in range(fmt.max_sw_bit + 1):
-        assert (yield from pt_map.test_sw_bit_acquire(pts, bitnr))
+    yield from set_every_sw_bit(fmt, pts)
 
     assert it.table_pa(pts) == paddr
 
