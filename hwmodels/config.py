@@ -33,6 +33,19 @@ class InterruptsConfig(Node):
     distribution: Literal["fixed", "exponential"] = "fixed"  # of the duration
 
 
+class WorkConfig(Node):
+    """Cycles of each named CPU work cost (``tables.work``); 0 charges nothing."""
+
+    core_call: Cycles = 0
+    op_call: Cycles = 0
+    level: Cycles = 0
+    item_examine: Cycles = 0
+    item_write: Cycles = 0
+    contig_setup: Cycles = 0
+    pgsize_split: Cycles = 0
+    gather: Cycles = 0
+
+
 class CpuConfig(Node):
     count: Positive = 4
     load_hit: Cycles = 4
@@ -45,6 +58,7 @@ class CpuConfig(Node):
     mfence: Cycles = 35  # 26-46 measured
     jitter: Cycles = 0  # +/- cycles added to each transaction, seeded
     interrupts: InterruptsConfig = InterruptsConfig()
+    work: WorkConfig = WorkConfig()
 
 
 class CacheConfig(Node):

@@ -17,6 +17,10 @@ LOAD, STORE, CMPXCHG,   through the memory system (``MemorySystem``: hit/miss,
 FLUSH                   local/remote, ``clflush_cache_range``)
 FENCE                   ``mfence``
 WORK(n)                 n
+WORK(name, count)       ``count`` times ``cpu.work.<name>``; never a boundary: the core
+                        waits it before issuing the next transaction (no jitter, no
+                        interrupt check, no trace record), so charging work changes no
+                        interleaving
 ALLOC_TABLE             ``allocator.alloc``, plus one ``store`` per line of the zeroed
                         page when it succeeds (the lines become dirty)
 FREE_TABLE              ``allocator.free``
@@ -70,6 +74,7 @@ from ..tables.transactions import (
     LOAD,
     LOCK,
     STORE,
+    TX_FIELDS,
     UNLOCK,
     WAIT_INVALIDATION,
     WORK,
@@ -85,26 +90,6 @@ from .trace import Tracer
 
 Operation = Generator[Transaction, Any, Any]
 Events = Generator[simpy.Event, Any, Any]
-
-TX_FIELDS: dict[str, tuple[str, ...]] = {
-    LOAD: ("pa",),
-    STORE: ("pa", "value"),
-    CMPXCHG: ("pa", "expected", "new"),
-    FLUSH: ("pa", "nbytes", "cause"),
-    FENCE: (),
-    ALLOC_TABLE: ("size_lg2",),
-    FREE_TABLE: ("pa",),
-    LOCK: ("name",),
-    UNLOCK: ("name",),
-    WORK: ("cycles",),
-    INVALIDATE_RANGE: ("domain", "iova", "size", "leaf_only"),
-    INVALIDATE_ALL: ("domain",),
-    FLUSH_WRITE_BUFFER: (),
-    WAIT_INVALIDATION: (),
-    CHANGE_TOP: ("domain", "root_pa", "top_level"),
-}
-"""The names of each transaction kind's fields, for trace records."""
-
 
 @dataclass(slots=True)
 class OpRecord:
@@ -154,6 +139,7 @@ class CpuCore:
         self._rng = component_rng(seed, self.name)
         self._jitter = cfg.jitter
         self._submit = queue.cfg.submit
+        self._work_costs: dict[str, int] = cfg.work.model_dump()
         self._charges = {
             LOAD: self._load,
             STORE: self._store,
@@ -211,13 +197,23 @@ class CpuCore:
         queue = env._queue
         result: Any = None
         done = 0
+        pending = 0  # WORK cycles owed before the next transaction issues
         try:
             while True:
                 try:
                     tx = send(result)
                 except StopIteration as stop:
                     rec.result = stop.value
+                    if pending:
+                        yield from self._advance(pending)
                     break
+                if tx[0] is WORK and len(tx) == 3:  # named work: delays the next one
+                    pending += self._work_costs[tx[1]] * tx[2]
+                    result = None
+                    continue
+                if pending:
+                    yield from self._advance(pending)
+                    pending = 0
                 if interrupts and env.now >= self._next_interrupt:
                     yield from self._interrupt()
                 if preempt is not None:
@@ -292,7 +288,23 @@ class CpuCore:
         return None, self.cfg.mfence
 
     def _work(self, tx: Transaction) -> tuple[Any, int]:
+        if len(tx) == 3:
+            return None, self._work_costs[tx[1]] * tx[2]
         return None, tx[1]
+
+    def _advance(self, cycles: int) -> Events:
+        """Let ``cycles`` pass; the clock just moves when nothing else can act first
+        (the same look-ahead rule as the transaction loop)."""
+        env = self.env
+        due = env._now + cycles
+        queue = env._queue
+        if getattr(env, "lookahead", False) and not env._waking_several and (
+            not queue or due < queue[0][0]
+        ):
+            env._now = due
+            env.skipped += 1
+        else:
+            yield env.timeout(cycles)
 
     def _alloc(self, tx: Transaction) -> tuple[Any, int]:
         memory = self.memory

@@ -25,7 +25,7 @@ kind                   tuple                                        result sent 
 ``FREE_TABLE``         ``(FREE_TABLE, pa)``                         None
 ``LOCK``               ``(LOCK, name)``                             None (once held)
 ``UNLOCK``             ``(UNLOCK, name)``                           None
-``WORK``               ``(WORK, cycles)``                           None
+``WORK``               ``(WORK, cycles)`` or ``(WORK, name, count)`` None
 ``INVALIDATE_RANGE``   ``(INVALIDATE_RANGE, domain, iova, size,     None
                        leaf_only)``
 ``INVALIDATE_ALL``     ``(INVALIDATE_ALL, domain)``                 None
@@ -35,6 +35,12 @@ kind                   tuple                                        result sent 
                                                                     effect)
 ``CHANGE_TOP``         ``(CHANGE_TOP, domain, root_pa, top_level)`` None
 =====================  ===========================================  ====================
+
+``WORK`` is instruction time that touches no shared state. Table code names its work
+(``(WORK, name, count)``, see ``tables.work``; the hardware config gives each name its
+cycles as ``cpu.work.<name>``) and a core folds it into the wait before the next
+transaction, so charging work never adds a point where another CPU may interleave.
+``(WORK, cycles)`` is a plain timed step (tests and synthetic workloads).
 
 ``FLUSH`` is x86 ``clflush_cache_range``: it writes back and invalidates every cache
 line that overlaps ``[pa, pa + nbytes)``, so a non-snooping walker can see them.
@@ -76,6 +82,25 @@ LOCK_KINDS = frozenset({LOCK, UNLOCK})
 IOMMU_COMMAND_KINDS = frozenset(
     {INVALIDATE_RANGE, INVALIDATE_ALL, FLUSH_WRITE_BUFFER, WAIT_INVALIDATION, CHANGE_TOP}
 )
+TX_FIELDS: dict[str, tuple[str, ...]] = {
+    LOAD: ("pa",),
+    STORE: ("pa", "value"),
+    CMPXCHG: ("pa", "expected", "new"),
+    FLUSH: ("pa", "nbytes", "cause"),
+    FENCE: (),
+    ALLOC_TABLE: ("size_lg2",),
+    FREE_TABLE: ("pa",),
+    LOCK: ("name",),
+    UNLOCK: ("name",),
+    WORK: ("cycles",),  # the named form (WORK, name, count) is never traced
+    INVALIDATE_RANGE: ("domain", "iova", "size", "leaf_only"),
+    INVALIDATE_ALL: ("domain",),
+    FLUSH_WRITE_BUFFER: (),
+    WAIT_INVALIDATION: (),
+    CHANGE_TOP: ("domain", "root_pa", "top_level"),
+}
+"""The names of each kind's fields, in tuple order (trace records use them)."""
+
 ALL_KINDS = MEMORY_KINDS | TABLE_MEMORY_KINDS | LOCK_KINDS | IOMMU_COMMAND_KINDS | {WORK}
 
 # Why a FLUSH was issued (the flush plots stack lines by these).

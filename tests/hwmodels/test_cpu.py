@@ -171,3 +171,18 @@ def test_charge_matches_the_results_of_the_direct_executor(rig):
     assert core.charge((CMPXCHG, A, 9, 10)) == (9, 20)
     assert core.charge((CMPXCHG, A, 9, 11)) == (10, 20)
     assert m.memory.load(A) == 10
+
+
+def test_named_work_delays_the_next_transaction_without_a_boundary(rig):
+    m = rig.machine(trace=True, cpu={"work": {"level": 7, "item_write": 3}})
+    ops = [("work", "level", 2), (STORE, A, 1), ("work", "item_write", 4), ("work", "level", 1)]
+    rig.run(m, [(0, [(WORK, *op[1:]) if op[0] == "work" else op for op in ops])])
+    events = [(r.cycle, r.event) for r in m.tracer.records if r.component == "cpu0"]
+    # 14 cycles of work before the store issues; 12 + 7 after it, before the op ends
+    assert events == [(0, "op_start"), (14, STORE), (14 + 4 + 19, "op_end")]
+    assert m.cpus[0].transactions == 1
+
+
+def test_unset_named_work_costs_nothing(rig):
+    m = rig.machine()
+    assert rig.costs(m, [(WORK, "gather", 5), (FENCE,)]) == [0, 35]

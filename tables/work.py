@@ -1,0 +1,37 @@
+"""Named CPU work: the instruction cost the C code spends between memory accesses.
+
+Table code yields ``work(NAME, count)`` where the kernel's C code does work that is
+not a page-table memory access. The names are the keys of the hardware config's
+``cpu.work`` node, which gives each its cycles (with where the number comes from);
+the direct executor ignores work, a simulated core waits for it.
+"""
+
+from __future__ import annotations
+
+from .transactions import WORK, Transaction
+
+CORE_CALL = "core_call"
+OP_CALL = "op_call"
+LEVEL = "level"
+ITEM_EXAMINE = "item_examine"
+ITEM_WRITE = "item_write"
+CONTIG_SETUP = "contig_setup"
+PGSIZE_SPLIT = "pgsize_split"
+GATHER = "gather"
+
+WORK_NAMES: dict[str, str] = {
+    CORE_CALL: "entry and exit of an iommu core call (iommu_map / iommu_unmap), checks included",
+    OP_CALL: "entry and exit of the driver's page-table op (map_pages / unmap_pages / map_range)",
+    LEVEL: "descending one table level (index arithmetic, the call or loop step)",
+    ITEM_EXAMINE: "examining one item that was loaded (decode, type and bound checks)",
+    ITEM_WRITE: "building one item to write (encoding address and attributes)",
+    CONTIG_SETUP: "setting up a run of contiguous items or a leaf-table batch",
+    PGSIZE_SPLIT: "the iommu core choosing one (pgsize, count) chunk (iommu_pgsize)",
+    GATHER: "gather bookkeeping for one range or freed table",
+}
+"""Every name a table operation may charge, with what it stands for."""
+
+
+def work(name: str, count: int = 1) -> Transaction:
+    """The WORK transaction charging ``count`` times the cost named ``name``."""
+    return (WORK, name, count)
