@@ -218,8 +218,11 @@ class ViewExecutor:
         try:
             tx = next(op)
             while True:
-                if tx[0] is not LOAD:
+                if tx[0] is LOAD:
+                    tx = op.send(get(tx[1], 0))
+                elif tx[0] is WORK:
+                    tx = op.send(None)
+                else:
                     raise RuntimeError(f"{tx[0]} in a read-only walk")
-                tx = op.send(get(tx[1], 0))
         except StopIteration as stop:
             return stop.value

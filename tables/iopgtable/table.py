@@ -1,0 +1,163 @@
+"""LegacyTable: an old driver behind the same API as ``PageTable``.
+
+Scenarios, the CPU cores, the explorer and the tests drive a table through
+``*_op`` generators and a few properties; an old driver offers the same, so
+``table.implementation: io-pgtable`` swaps the code under every command.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ..common import DriverPolicy
+from ..errors import PTError
+from ..executor import DirectExecutor
+from ..fixes import Fixes
+from ..iter import Gen
+from ..memory import FaultInjector
+from . import iommu
+from .driver import Driver, DriverConfig
+
+# genpt format -> (old implementation name, module:class). Formats genpt added later
+# (riscv64) and the test-only amdv1_mock had no old code.
+IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
+    "amdv1": ("amd-v1", "amd_v1:AmdV1"),
+    "x86_64": ("amd-v2", "amd_v2:AmdV2"),
+    "vtdss": ("vtd", "vtd:Vtd"),
+    "armv8": ("arm-lpae", "arm_lpae:ArmLpae"),
+}
+
+
+def implementation_for(fmt: str) -> str:
+    """The old implementation's name for a genpt format (KeyError if it had none)."""
+    return IMPLEMENTATIONS[fmt][0]
+
+
+def driver_class(fmt: str) -> type[Driver]:
+    module, cls = IMPLEMENTATIONS[fmt][1].split(":")
+    return getattr(importlib.import_module(f".{module}", __package__), cls)
+
+
+class LegacyTable:
+    """One domain of an old driver, with iommu_map / iommu_unmap of the era."""
+
+    def __init__(
+        self,
+        fmt: str,
+        *,
+        vasz_lg2: int | None = None,
+        oasz_lg2: int | None = None,
+        top_level: int | None = None,
+        features: Iterable[str] = (),
+        fixes: Mapping[str, bool] | Fixes | None = None,
+        debug: bool = True,
+        executor: DirectExecutor | None = None,
+        domain: int = 1,
+        alloc_faults: FaultInjector | None = None,
+        driver: DriverPolicy | None = None,
+    ) -> None:
+        if fmt not in IMPLEMENTATIONS:
+            valid = ", ".join(sorted(IMPLEMENTATIONS))
+            raise ValueError(f"format {fmt!r} had no io-pgtable implementation; valid: {valid}")
+        incoherent = "dma_incoherent" in set(features)  # other genpt features do not apply
+        cfg = DriverConfig(
+            domain=domain,
+            vasz_lg2=vasz_lg2,
+            oasz_lg2=oasz_lg2,
+            top_level=top_level,
+            coherent_walk=not incoherent,
+            fixes=Fixes.from_mapping(fixes),
+            policy=driver or DriverPolicy(),
+            debug=debug,
+        )
+        self.format = fmt
+        self.implementation = implementation_for(fmt)
+        self.drv = driver_class(fmt)(cfg)
+        self.executor = executor or DirectExecutor(two_views=incoherent)
+        if alloc_faults is not None:
+            self.executor.allocator.faults = alloc_faults
+        ret = self.run(self.drv.init())
+        if ret:
+            raise PTError(ret, f"{self.implementation} init")
+        self.attach()
+
+    # --- running operations -----------------------------------------------------------
+    def run(self, op: Gen) -> Any:
+        return self.executor.run(op)
+
+    def attach(self) -> None:
+        self.run(self.attach_op())
+
+    def attach_op(self) -> Gen:
+        return self.drv.attach()
+
+    def map_op(self, iova: int, pa: int, size: int, prot: int) -> Gen:
+        return iommu.iommu_map(self.drv, iova, pa, size, prot)
+
+    def unmap_op(self, iova: int, size: int) -> Gen:
+        return iommu.iommu_unmap(self.drv, iova, size)
+
+    def iova_to_phys_op(self, iova: int) -> Gen:
+        return self.drv.iova_to_phys(iova)
+
+    def read_and_clear_dirty_op(self, iova: int, size: int, no_clear: bool = False) -> Gen:
+        return self.drv.read_and_clear_dirty(iova, size, no_clear)
+
+    def deinit_op(self) -> Gen:
+        return self.drv.free()
+
+    # --- the synchronous API ----------------------------------------------------------
+    def map(self, iova: int, pa: int, size: int, prot: int) -> None:
+        ret = self.run(self.map_op(iova, pa, size, prot))
+        if ret:
+            raise PTError(ret, f"map {iova:#x}+{size:#x}")
+
+    def unmap(self, iova: int, size: int) -> int:
+        return self.run(self.unmap_op(iova, size))
+
+    def iova_to_phys(self, iova: int, *, view: str = "cpu") -> int | None:
+        """As ``PageTable.iova_to_phys``: ``cpu`` through the executor, ``hw`` from the
+        root the hardware was given over DRAM, ``peek`` the CPU view at no cost."""
+        memory = self.executor.memory
+        if view == "cpu":
+            ret, pa = self.run(self.drv.lookup(iova))
+        elif view == "hw":
+            ret, pa = self.drv.peek(memory.hw, iova, self.executor.roots[self.drv.domain])
+        elif view == "peek":
+            ret, pa = self.drv.peek(memory.cpu, iova, None)
+        else:
+            raise ValueError(f"view must be 'cpu', 'hw' or 'peek', not {view!r}")
+        return pa if ret == 0 else None
+
+    def kernel_iova_to_phys(self, iova: int) -> int:
+        return self.run(self.iova_to_phys_op(iova))
+
+    def read_and_clear_dirty(
+        self, iova: int, size: int, no_clear: bool = False
+    ) -> list[tuple[int, int]]:
+        ret, runs = self.run(self.read_and_clear_dirty_op(iova, size, no_clear))
+        if ret:
+            raise PTError(ret, "read_and_clear_dirty")
+        return runs
+
+    def deinit(self) -> None:
+        self.run(self.deinit_op())
+
+    # --- properties -------------------------------------------------------------------
+    @property
+    def pgsize_bitmap(self) -> int:
+        return self.drv.pgsize_bitmap
+
+    @property
+    def live_table_pages(self) -> int:
+        return self.executor.allocator.live_pages
+
+    @property
+    def warnings(self) -> list[str]:
+        return self.drv.warnings
+
+    @property
+    def fixes(self) -> Fixes:
+        return self.drv.fixes
