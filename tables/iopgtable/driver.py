@@ -31,6 +31,9 @@ class DriverConfig:
     oasz_lg2: int | None = None
     top_level: int | None = None  # None: the driver's default depth
     coherent_walk: bool = True  # False: the walker does not snoop (flush what it must see)
+    # Every feature name the table was created with, so a driver can map format-private
+    # ones to its own quirks (e.g. ARM LPAE: "armv8_dbm" -> IO_PGTABLE_QUIRK_ARM_HD).
+    features: frozenset[str] = frozenset()
     fixes: Fixes = field(default_factory=Fixes)
     policy: DriverPolicy = field(default_factory=DriverPolicy)
     debug: bool = True

@@ -61,9 +61,11 @@ class LegacyTable:
         if fmt not in IMPLEMENTATIONS:
             valid = ", ".join(sorted(IMPLEMENTATIONS))
             raise ValueError(f"format {fmt!r} had no io-pgtable implementation; valid: {valid}")
-        incoherent = "dma_incoherent" in set(features)  # other genpt features do not apply
+        names = frozenset(features)
+        incoherent = "dma_incoherent" in names  # drivers read the others they know
         cfg = DriverConfig(
             domain=domain,
+            features=names,
             vasz_lg2=vasz_lg2,
             oasz_lg2=oasz_lg2,
             top_level=top_level,
