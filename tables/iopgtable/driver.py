@@ -30,6 +30,7 @@ class DriverConfig:
     vasz_lg2: int | None = None  # None: what the driver used by default
     oasz_lg2: int | None = None
     top_level: int | None = None  # None: the driver's default depth
+    pgsize_bitmap: int | None = None  # None: the driver's default page sizes
     coherent_walk: bool = True  # False: the walker does not snoop (flush what it must see)
     # Every feature name the table was created with, so a driver can map format-private
     # ones to its own quirks (e.g. ARM LPAE: "armv8_dbm" -> IO_PGTABLE_QUIRK_ARM_HD).

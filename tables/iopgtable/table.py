@@ -57,6 +57,7 @@ class LegacyTable:
         domain: int = 1,
         alloc_faults: FaultInjector | None = None,
         driver: DriverPolicy | None = None,
+        pgsize_bitmap: int | None = None,
     ) -> None:
         if fmt not in IMPLEMENTATIONS:
             valid = ", ".join(sorted(IMPLEMENTATIONS))
@@ -69,6 +70,7 @@ class LegacyTable:
             vasz_lg2=vasz_lg2,
             oasz_lg2=oasz_lg2,
             top_level=top_level,
+            pgsize_bitmap=pgsize_bitmap,
             coherent_walk=not incoherent,
             fixes=Fixes.from_mapping(fixes),
             policy=driver or DriverPolicy(),
