@@ -30,7 +30,27 @@ FIX_DESCRIPTIONS: dict[str, str] = {
     "IOTLB / walk-cache invalidation",
     "dirty_clear_flush": "read_and_clear_dirty clears dirty bits without the IOTLB flush "
     "its caller owes",
+    "amdv1_seqcount": "io-pgtable AMD v1 only (genpt packs top and level in one word): "
+    "before the 2025 seqcount fix (CVE-2025-39961) alloc_pte / fetch_pte read the root "
+    "and mode words without the seqcount, so a walk racing increase_address_space can "
+    "pair the new root with the old mode",
 }
+
+# Switches of the genpt code, and those that apply only to the io-pgtable drivers it
+# replaced (tables.iopgtable): a genpt table ignores the latter.
+GENPT_FIXES: tuple[str, ...] = (
+    "flush_done_sw_bit",
+    "increase_top",
+    "table_alloc_error",
+    "unmap_flush_changed_only",
+    "gather_always_add_range",
+    "gather_unmapped_length",
+    "vtd_top_level",
+    "cache_flush",
+    "free_after_sync",
+    "dirty_clear_flush",
+)
+IOPGTABLE_FIXES: tuple[str, ...] = ("amdv1_seqcount",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +65,7 @@ class Fixes:
     cache_flush: bool = True
     free_after_sync: bool = True
     dirty_clear_flush: bool = True
+    amdv1_seqcount: bool = True
 
     @classmethod
     def from_mapping(cls, switches: Mapping[str, bool] | None) -> Fixes:

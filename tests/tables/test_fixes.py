@@ -22,6 +22,7 @@ from iommusim.tables import (
     Prot,
     PTError,
 )
+from iommusim.tables.fixes import GENPT_FIXES, IOPGTABLE_FIXES
 from iommusim.tables.formats import x86_64 as x86
 from iommusim.tables.transactions import (
     CAUSE_UNMAP,
@@ -68,15 +69,19 @@ def invalidations(pt: PageTable) -> list[tuple[int, int]]:
 
 # --- the switches themselves ---------------------------------------------------------------
 def test_every_switch_exists_defaults_on_and_is_described() -> None:
-    """The ten switches of ARCHITECTURE.md 4 exist, default to on (fixed), each has a
-    description and nothing else does; a table built without fixes has them all on."""
-    assert [f.name for f in dataclasses.fields(Fixes)] == SWITCHES
-    assert Fixes().as_dict() == dict.fromkeys(SWITCHES, True)
-    assert set(FIX_DESCRIPTIONS) == set(SWITCHES)
-    assert all(FIX_DESCRIPTIONS[name].strip() for name in SWITCHES)
+    """The ten genpt switches of ARCHITECTURE.md 4 exist (GENPT_FIXES), followed by the
+    io-pgtable-only ones; all default to on (fixed), each has a description and
+    nothing else does; a table built without fixes has them all on."""
+    assert list(GENPT_FIXES) == SWITCHES
+    every = [*SWITCHES, *IOPGTABLE_FIXES]
+    assert [f.name for f in dataclasses.fields(Fixes)] == every
+    assert Fixes().as_dict() == dict.fromkeys(every, True)
+    assert set(FIX_DESCRIPTIONS) == set(every)
+    assert all(FIX_DESCRIPTIONS[name].strip() for name in every)
+    assert all("io-pgtable" in FIX_DESCRIPTIONS[name] for name in IOPGTABLE_FIXES)
     assert PageTable("x86_64").fixes == Fixes()
     off = PageTable("x86_64", fixes={"cache_flush": False}).fixes
-    assert off.as_dict() == {**dict.fromkeys(SWITCHES, True), "cache_flush": False}
+    assert off.as_dict() == {**dict.fromkeys(every, True), "cache_flush": False}
 
 
 @pytest.mark.parametrize(
