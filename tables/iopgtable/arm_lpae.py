@@ -273,13 +273,21 @@ class ArmLpae(Driver):
         if not prot & RW:
             return -EINVAL  # no WARN here
         pte_prot = self.prot_to_pte(prot)
-        ret = yield from self.map_level(iova, paddr, pgsize, pgcount, pte_prot, self.start_level,
-                                        pgd, mapped)
+        ret = yield from self.map_level(
+            iova, paddr, pgsize, pgcount, pte_prot, self.start_level, pgd, mapped
+        )
         yield (FENCE,)  # wmb(): every PTE write before a walk can start
         return ret
 
     def map_level(
-        self, iova: int, paddr: int, size: int, pgcount: int, prot: int, lvl: int, table: int,
+        self,
+        iova: int,
+        paddr: int,
+        size: int,
+        pgcount: int,
+        prot: int,
+        lvl: int,
+        table: int,
         mapped: list[int],
     ) -> Gen:
         """__arm_lpae_map: descend (installing tables) to the level of ``size``."""
@@ -313,8 +321,7 @@ class ArmLpae(Driver):
         elif pte:
             self.warn_on(True, "map: a leaf is in the way (-EEXIST)")
             return -EEXIST
-        return (yield from self.map_level(iova, paddr, size, pgcount, prot, lvl + 1, child,
-                                          mapped))
+        return (yield from self.map_level(iova, paddr, size, pgcount, prot, lvl + 1, child, mapped))
 
     def install_table(self, table: int, ptep: int, curr: int) -> Gen:
         """arm_lpae_install_table: cmpxchg the pointer in; on a non-snooping walker clean
@@ -368,7 +375,12 @@ class ArmLpae(Driver):
         return (yield from self.unmap_level(gather, iova, pgsize, pgcount, self.start_level, pgd))
 
     def unmap_level(
-        self, gather: IotlbGather | None, iova: int, size: int, pgcount: int, lvl: int,
+        self,
+        gather: IotlbGather | None,
+        iova: int,
+        size: int,
+        pgcount: int,
+        lvl: int,
         table: int,
     ) -> Gen:
         """__arm_lpae_unmap: descend to the level of ``size``; a hole or a larger leaf
@@ -389,8 +401,9 @@ class ArmLpae(Driver):
         if iopte_leaf(pte, lvl):
             self.warn_on(True, "Unmap of a partial large IOPTE is not allowed")
             return 0
-        return (yield from self.unmap_level(gather, iova, size, pgcount, lvl + 1,
-                                            iopte_to_paddr(pte)))
+        return (
+            yield from self.unmap_level(gather, iova, size, pgcount, lvl + 1, iopte_to_paddr(pte))
+        )
 
     def unmap_items(
         self, gather: IotlbGather | None, iova: int, size: int, num: int, lvl: int, ptep: int
