@@ -159,7 +159,9 @@ class ArmLpae(Driver):
         self.start_level = MAX_LEVELS - self.levels
         self.pgd_bits = va_bits - BITS_PER_LEVEL * (self.levels - 1)
         self.pgd_size = 8 << self.pgd_bits
-        self.pgsize_bitmap = PGSIZE_BITMAP
+        # arm_lpae_restrict_pgsizes: what the SMMU offers, cut to the 4K granule's sizes.
+        offered = PGSIZE_BITMAP if cfg.pgsize_bitmap is None else cfg.pgsize_bitmap
+        self.pgsize_bitmap = offered & PGSIZE_BITMAP
 
     # -- geometry -----------------------------------------------------------------------
     def lvl_idx(self, iova: int, lvl: int) -> int:
@@ -214,6 +216,8 @@ class ArmLpae(Driver):
         top = self.cfg.top_level
         if self.ias <= PG_SHIFT or self.oas not in OAS_ENCODABLE:
             return -EINVAL
+        if not self.pgsize_bitmap & GRANULE:
+            return -EINVAL  # another granule (16K/64K) or none: not modelled
         if top is not None and top != self.genpt_top_level():
             return -EINVAL  # the depth follows from ias alone
         pgd = yield from self.alloc_pages(self.pgd_size)
