@@ -32,3 +32,15 @@ def collect_stats(components: Iterable[Component]) -> dict[str, float]:
     return {
         f"{c.name}.{key}": value for c in components for key, value in c.stats().items()
     }
+
+
+def merge_stats(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """Two blocks' stats under one name (one scenario device modelled as several DMA
+    engines): counts add, ``*_max`` keys take the larger."""
+    out = dict(a)
+    for key, value in b.items():
+        if key.endswith("_max"):
+            out[key] = max(out.get(key, value), value)
+        else:
+            out[key] = out.get(key, 0) + value
+    return out

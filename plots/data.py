@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..scenarios.problems import InputError, Problem
+from ..errors import InputError, Problem
 
 RESULTS_SCHEMA = "iommusim.results/1"
 SWEEP_SCHEMA = "iommusim.sweep/1"

@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
-from ..scenarios.problems import InputError, Problem
+from ..errors import InputError, Problem
 from .style import (
     GREY,
     PALETTE,

@@ -11,18 +11,19 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
-from ..scenarios.problems import InputError, Problem
+from ..errors import InputError, Problem
 from .data import load_results, load_sweep, load_trace, trace_files
 from .flushes import flush_figure
+from .kinds import KINDS
 from .latency import dma_latency_figure
 from .ops import op_cost_figure
 from .reach import reach_figure
 from .style import SAVE_RC
-from .sweep import sweep_figure
+from .sweep import Meaning, sweep_figure
 from .timeline import parse_window, timeline_figure
 
 FORMATS = {".png": "png", ".svg": "svg"}
-KINDS = ("latency", "ops", "flushes", "timeline", "sweep", "reach")
+
 DPI = 130
 
 
@@ -109,7 +110,7 @@ def _seed_of(trace: Path) -> int | None:
 
 def build_figure(inputs: Sequence[str], kind: str | None = None, *, metric: str | None = None,
                  x: str | None = None, window: str | None = None,
-                 seed: int | None = None) -> tuple[Figure, str]:
+                 seed: int | None = None, meaning: Meaning | None = None) -> tuple[Figure, str]:
     """Load ``inputs`` and draw one figure; returns (figure, kind). All checks first."""
     paths = [Path(p) for p in inputs]
     classes = [classify(p) for p in paths]
@@ -136,7 +137,7 @@ def build_figure(inputs: Sequence[str], kind: str | None = None, *, metric: str 
             raise _bad(str(first), f"--kind {kind} needs a sweep directory (with index.json); "
                        "run a scenario that has a sweep: section")
         sweep = load_sweep(first)
-        fig = sweep_figure(sweep, metric, x) if kind == "sweep" else reach_figure(sweep, x)
+        fig = sweep_figure(sweep, metric, x, meaning) if kind == "sweep" else reach_figure(sweep, x)
         return fig, kind
     if kind == "flushes":
         loaded: list[dict[str, Any]] = []
@@ -199,17 +200,19 @@ def default_output(inputs: Sequence[str], kind: str) -> Path:
 
 def plot_command(inputs: Sequence[str], kind: str | None, *, metric: str | None = None,
                  x: str | None = None, window: str | None = None, seed: int | None = None,
-                 output: str | None = None) -> Path:
+                 output: str | None = None, meaning: Meaning | None = None) -> Path:
     """``iommusim plot``: check everything, draw, then write one file."""
     if output is not None:
         check_output(output)
-    fig, kind = build_figure(inputs, kind, metric=metric, x=x, window=window, seed=seed)
+    fig, kind = build_figure(inputs, kind, metric=metric, x=x, window=window, seed=seed,
+                             meaning=meaning)
     path = Path(output) if output is not None else default_output(inputs, kind)
     return save_figure(fig, path)
 
 
 # --- the standard set -------------------------------------------------------------------
-def standard_figures(folder: str | Path, fmt: str = "png") -> list[Path]:
+def standard_figures(folder: str | Path, fmt: str = "png",
+                     meaning: Meaning | None = None) -> list[Path]:
     """Draw the figures that explain a results directory, next to its results.json.
 
     A plain results directory gets latency, ops, flushes and (when traced) the
@@ -220,7 +223,7 @@ def standard_figures(folder: str | Path, fmt: str = "png") -> list[Path]:
     written: list[Path] = []
     if (folder / "index.json").exists():
         sweep = load_sweep(folder)
-        written.append(save_figure(sweep_figure(sweep), folder / f"sweep.{fmt}"))
+        written.append(save_figure(sweep_figure(sweep, meaning=meaning), folder / f"sweep.{fmt}"))
         written.append(save_figure(flush_figure(sweep), folder / f"flushes.{fmt}"))
         if any(p.endswith("region.size") for p in sweep["parameters"]):
             written.append(save_figure(reach_figure(sweep), folder / f"reach.{fmt}"))

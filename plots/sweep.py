@@ -4,8 +4,7 @@ parameters, mean over seeds with min–max error bars."""
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from ..scenarios.problems import InputError, Problem, did_you_mean
+from ..errors import InputError, Problem, did_you_mean
 from .data import metric_names, metric_stats
 from .style import (
     PALETTE,
@@ -28,6 +27,8 @@ from .style import (
     styled,
     thousands,
 )
+
+Meaning = Callable[[str], str]  # a metric name -> what it means ('' if unknown)
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 LINESTYLES = ("-", "--", "-.", ":")
@@ -135,22 +136,6 @@ def series(sweep: dict[str, Any], x: str, metric: str) -> list[tuple[str, list[t
     return out
 
 
-def metric_meaning(metric: str) -> str:
-    """The description of a metric from the metrics catalog ('' if unknown)."""
-    from ..scenarios.metrics import METRICS
-
-    if metric in ("iotlb.hit_rate", "walk_cache.hit_rate"):
-        return "IOTLB hits / lookups" if metric.startswith("iotlb") else "walk-cache hits / lookups"
-    for name, text in METRICS.items():
-        pattern = re.escape(name)
-        for placeholder in re.findall(r"<[a-z]+>", name):
-            pattern = pattern.replace(re.escape(placeholder), r"[^.]+")
-        if re.fullmatch(pattern, metric):  # without "(mean, p50, p99, max)"-like lists
-            text = re.sub(r"\s*\([\w]+(?:, [\w]+)+\)", "", text)
-            return text.split(" (")[0] if len(text) > 80 else text
-    return ""
-
-
 def _hashable(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
@@ -176,9 +161,11 @@ def draw_series(ax: Axes, xaxis: XAxis, data: list[tuple[str, list[tuple]]],
 
 @styled
 def sweep_figure(sweep: dict[str, Any], metric: str | None = None,
-                 x: str | None = None) -> Figure:
+                 x: str | None = None, meaning: Meaning | None = None) -> Figure:
     """``metric`` (default: the scenario's first expect metric, else mean DMA latency)
-    against the swept parameter ``x`` (default: the first), from a loaded sweep."""
+    against the swept parameter ``x`` (default: the first), from a loaded sweep.
+    ``meaning(metric)``, when given, adds what the metric means to the title (the
+    command passes the metric catalog's; plots know results files only)."""
     x = check_parameter(sweep, x)
     metric = check_metric(sweep, metric or default_metric(sweep))
     data = series(sweep, x, metric)
@@ -187,8 +174,8 @@ def sweep_figure(sweep: dict[str, Any], metric: str | None = None,
     ax = fig.subplots()
     first = sweep["points"][0]["results"]
     others = [p for p in sweep["parameters"] if p != x]
-    meaning = metric_meaning(metric)
-    set_title(fig, f"{metric} against {x}" + (f"\n({meaning})" if meaning else ""),
+    text = meaning(metric) if meaning is not None else ""
+    set_title(fig, f"{metric} against {x}" + (f"\n({text})" if text else ""),
               describe(first, with_sweep=False, vary=sweep["parameters"])
               + " · mean over seeds, bars: min–max")
     draw_series(ax, xaxis, data)

@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..scenarios.problems import InputError, Problem
+from ..errors import InputError, Problem
 from .style import (
     BLACK,
     BLUE,

@@ -1,24 +1,42 @@
-"""Checks that need the table format or the hardware, run before anything simulates."""
+"""Checks that need the table format or the hardware, run before anything simulates.
+
+Two facts belong to the experiment layer, which builds tables and computes metrics:
+whether the scenario's table can be created, and which metric names exist. They are
+handed in as ``RunChecks`` (``experiment.load`` does), so the input language imports
+nothing above it; without them those two checks are skipped.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
+from ..errors import Problem, did_you_mean, format_path
 from ..hwmodels.config import HardwareConfig
 from ..tables import PTError, get_format
 from ..tables.features import feature_mask
 from ..tables.log2 import ffs
-from . import metrics
-from .problems import Problem, did_you_mean, format_path
+from .conditions import parse_condition
 from .schema import Op, Scenario
-from .table import make_table
 from .yamldoc import Loc, Override, YamlDoc
 
 Report = Callable[[Loc, str], None]
 
 
+@dataclass(frozen=True)
+class RunChecks:
+    """What the experiment layer knows: how to create the table (raises PTError), and
+    the metric vocabulary of ``expect:``."""
+
+    make_table: Callable[[Scenario, HardwareConfig], Any]
+    metric_known: Callable[[str], bool]
+    metric_names: Callable[[], list[str]]
+
+
 def check_experiment(
-    s: Scenario, hw: HardwareConfig, doc: YamlDoc, origins: dict[Loc, Override] | None = None
+    s: Scenario, hw: HardwareConfig, doc: YamlDoc, origins: dict[Loc, Override] | None = None,
+    run: RunChecks | None = None,
 ) -> list[Problem]:
     """``origins``: the scenario keys ``--set`` or a sweep point changed; a problem inside
     one of them is reported against that override, not the file."""
@@ -39,9 +57,9 @@ def check_experiment(
         except ValueError as exc:
             problem(("table", "features", i), str(exc))
             bad_feature = True
-    if not bad_feature:
+    if not bad_feature and run is not None:
         try:
-            pt = make_table(s, hw)
+            pt = run.make_table(s, hw)
         except PTError as exc:
             problem(("table",), f"the {fmt.name} table cannot be created: {exc}")
         else:
@@ -55,11 +73,11 @@ def check_experiment(
     _check_names(s, problem)
     _check_events(s, problem)
     for name, expectation in s.expect.items():
-        if not metrics.is_known(name):
-            hint = did_you_mean(name, metrics.concrete_names())
+        if run is not None and not run.metric_known(name):
+            hint = did_you_mean(name, run.metric_names())
             problem(("expect", name), f"unknown metric {name!r}{hint}")
         try:
-            metrics.parse_condition(expectation.condition)
+            parse_condition(expectation.condition)
         except ValueError as exc:
             problem(("expect", name), str(exc))
     return out

@@ -16,8 +16,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError, Problem
 from ..hwmodels.config import HardwareConfig
-from .problems import InputError, Problem
+from .checks import RunChecks, check_experiment
 from .schema import Scenario
 from .yamldoc import Loc, Override, YamlDoc, apply_override, parse_set, validate
 
@@ -109,8 +110,11 @@ def load_hardware(path: Path, overrides: Sequence[Override] = ()) -> tuple[Hardw
     return hardware, data
 
 
-def load_experiment(path: Path, sets: Sequence[str | Override] = ()) -> Experiment:
-    """Load a scenario file with ``--set`` overrides; raise InputError listing everything."""
+def load_experiment(
+    path: Path, sets: Sequence[str | Override] = (), run: RunChecks | None = None
+) -> Experiment:
+    """Load a scenario file with ``--set`` overrides; raise InputError listing everything.
+    ``run``: the experiment layer's checks (``experiment.load`` passes them)."""
     doc = YamlDoc.read(path)
     problems: list[Problem] = []
     settings: list[Override] = []
@@ -146,9 +150,7 @@ def load_experiment(path: Path, sets: Sequence[str | Override] = ()) -> Experime
         problems += _blame_hardware_name(exc.problems, doc, hw_path, origins.get(("hardware",)))
 
     if scenario is not None and hardware is not None:
-        from .checks import check_experiment
-
-        problems += check_experiment(scenario, hardware, doc, origins)
+        problems += check_experiment(scenario, hardware, doc, origins, run)
     if problems:
         raise InputError(problems)
     assert scenario is not None and hardware is not None and hw_data is not None
@@ -189,3 +191,10 @@ def _blame_hardware_name(
         else:
             out.append(p)
     return out
+
+
+def is_hardware_file(path: Path) -> bool:
+    """More hardware sections than scenario keys at the top (so that a hardware file
+    with a misspelt section is still checked, and reported, as a hardware file)."""
+    keys = set(YamlDoc.read(path).data)
+    return len(keys & HARDWARE_SECTIONS) > len(keys & set(Scenario.model_fields))

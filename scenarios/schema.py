@@ -387,6 +387,11 @@ class ExploreSpec(Node):
     ties: Literal["threads", "all"] = "threads"  # which same-cycle ties are choice points
     sets: list[Annotated[str, AfterValidator(check_set)]] = []
     expect: Literal["hold", "symptom", "ignore"] | None = None
+    # The fix switch this scenario is about (its file turns it off), and whether the
+    # symptom depends on the schedule (a race: the FIFO run may not show it, a
+    # deviation does) rather than showing under any schedule.
+    fix: Literal[tuple(f.name for f in fields(Fixes))] | None = None  # type: ignore[valid-type]
+    race: bool = False
 
 
 class Scenario(Node):

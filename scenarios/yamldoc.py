@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .problems import InputError, Problem, did_you_mean, format_path
+from ..errors import InputError, Problem, did_you_mean, format_path
 
 Loc = tuple[str | int, ...]
 

@@ -98,9 +98,9 @@ class Iommu:
         self._walking: dict[tuple[int, int], simpy.Event] = {}
         self.faults: list[Fault] = []
         self.incidents: list[Incident] = []
-        # (issue cycle, incident) of every stale translation: the explorer's oracle
-        # tells DMAs issued after an unmap completed from those in flight during it.
-        self.stale_log: list[tuple[int, Incident]] = []
+        # Told (issue cycle, incident) of every stale translation: the oracles of
+        # experiment.oracles tell DMAs issued after an unmap from those during it.
+        self.stale_listeners: list[Callable[[int, Incident], None]] = []
         self.walks = 0
         self.merged = 0
         self.ad_updates = 0
@@ -149,8 +149,9 @@ class Iommu:
         if wait is not None:
             yield wait
         if tr.outcome == OK and self.truth is not None and self.truth(domain, iova) != tr.pa:
-            self._incident("stale_translation", device, domain, iova, tr.pa)
-            self.stale_log.append((issued, self.incidents[-1]))
+            self.record_incident("stale_translation", device, domain, iova, tr.pa)
+            for listener in self.stale_listeners:
+                listener(issued, self.incidents[-1])
         return tr
 
     # --- the pieces -----------------------------------------------------------------------
@@ -196,9 +197,9 @@ class Iommu:
         while True:
             pte_pa = table + hw.index(level, iova) * 8
             if self.port.is_freed_table(pte_pa):
-                self._incident("use_after_free", device, domain, iova, pte_pa)
+                self.record_incident("use_after_free", device, domain, iova, pte_pa)
             elif not self.port.is_live_table(pte_pa):
-                self._incident("non_table_read", device, domain, iova, pte_pa)
+                self.record_incident("non_table_read", device, domain, iova, pte_pa)
             raw = yield from self.port.read(pte_pa)
             item = hw.decode(level, raw)
             if item.kind == NOT_PRESENT:
@@ -294,11 +295,9 @@ class Iommu:
             )
         return Translation(FAULT, None, path, reason, level)
 
-    def note_invisible_map(self, cpu: str, domain: int, iova: int, pa: int) -> None:
-        """Record a map (by ``cpu``) that returned while the hardware could not translate it."""
-        self._incident("invisible_map", cpu, domain, iova, pa)
-
-    def _incident(self, kind: str, device: str, domain: int, iova: int, pa: int) -> None:
+    def record_incident(self, kind: str, device: str, domain: int, iova: int, pa: int) -> None:
+        """Log an incident with the walker's own (in time order, traced): also how an
+        oracle records what it found, e.g. an ``invisible_map`` by a CPU."""
         self.incidents.append(Incident(self.env.now, kind, device, domain, iova, pa))
         if self._tracer is not None:
             self._tracer.emit(self.name, kind, device=device, domain=domain, iova=iova, pa=pa)

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from iommusim.scenarios import cli as cli_module
-from iommusim.scenarios.explore import Report, configure, explore, resolve
+from iommusim import cli as cli_module
+from iommusim.explore.search import Report, explore
+from iommusim.explore.setup import configure, resolve
 from iommusim.scenarios.resolve import find_scenario
 
 

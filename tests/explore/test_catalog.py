@@ -1,7 +1,7 @@
 """Every catalog race under bounded exhaustive search (issue 9, "Must hold").
 
-For each scenario of the catalog folder that explore knows (the list in
-scenarios/explore.py, or a file with an ``explore:`` section): ``dfs`` with its small
+For each scenario of the catalog folder that explore knows (a file with an
+``explore:`` section): ``dfs`` with its small
 bound finds a failure with the scenario's fix switches as the file has them (off),
 and exhausts the bounded space without a failure with them on. A catalog file that
 is neither explorable nor listed in NOT_EXPLORED fails, so a new race cannot be
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.scenarios.explore import CATALOG, is_explorable
-from iommusim.scenarios.resolve import catalog_dir, load_experiment
+from iommusim.experiment.load import load
+from iommusim.explore.setup import is_explorable
+from iommusim.scenarios.resolve import catalog_dir
+from iommusim.scenarios.schema import ExploreSpec
 
 NOT_EXPLORED = {
     "unmap-overflush": "a performance scenario: its expect is a cost, not a failure",
@@ -23,8 +25,12 @@ JOBS = 2
 
 
 def fixes_off(name: str) -> list[str]:
-    exp = load_experiment(catalog_dir() / f"{name}.yaml")
+    exp = load(catalog_dir() / f"{name}.yaml")
     return [k for k, on in exp.scenario.kernel.fixes.model_dump().items() if not on]
+
+
+def explore_spec(name: str) -> ExploreSpec | None:
+    return load(catalog_dir() / f"{name}.yaml").scenario.explore
 
 
 def explorable(path) -> bool:
@@ -34,11 +40,12 @@ def explorable(path) -> bool:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_every_catalog_scenario_is_classified(path) -> None:
     assert explorable(path) or path.stem in NOT_EXPLORED, (
-        f"{path.stem}: add it to scenarios.explore.CATALOG (or give it an explore: "
-        "section), or to NOT_EXPLORED with a reason"
+        f"{path.stem}: give it an explore: section (fix, race, sets), or add it to "
+        "NOT_EXPLORED with a reason"
     )
-    if path.stem in CATALOG:
-        assert fixes_off(path.stem) == [CATALOG[path.stem].switch]
+    spec = explore_spec(path.stem)
+    if spec is not None and path.parent == catalog_dir():
+        assert fixes_off(path.stem) == [spec.fix]
 
 
 EXPLORED = [p.stem for p in FILES if p.stem not in NOT_EXPLORED and explorable(p)]
@@ -52,7 +59,8 @@ def test_dfs_finds_the_failure_with_the_fix_off(name: str, run_explore) -> None:
     first = report.failures[0]
     print(f"[{name}] fix off: first failure at run {first.index} "
           f"({first.failures[0].check}), bound {report.options.bound}")
-    if name in CATALOG and CATALOG[name].race:
+    spec = explore_spec(name)
+    if spec is not None and spec.race:
         # A schedule race: the FIFO run is clean, a deviation shows it.
         assert not report.baseline.failed, report.baseline.failures
         assert first.index > 0 and first.deviations

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import simpy
 
+from iommusim.experiment.oracles import stale_after_unmap
+from iommusim.explore.control import PREEMPT, TIE, Budget, ChoicePoint, Controller
+from iommusim.explore.strategies import Fifo, Forced, Pct, RandomWalk
 from iommusim.hwmodels.config import HardwareConfig
 from iommusim.hwmodels.machine import Machine
-from iommusim.scenarios.control import (
-    PREEMPT,
-    TIE,
-    Budget,
-    ChoicePoint,
-    Controller,
-    Fifo,
-    Forced,
-    Pct,
-    RandomWalk,
-)
-from iommusim.scenarios.system import stale_after_unmap
 from iommusim.tables.transactions import CMPXCHG, LOAD, STORE, WORK
 from iommusim.walker.iommu import Incident
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from iommusim.scenarios import replay as R
+from iommusim.explore import replay as R
 
 SHARED = "shared-level-flush"
 

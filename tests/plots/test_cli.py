@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from iommusim.scenarios.cli import main
+from iommusim.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

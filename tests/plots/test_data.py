@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from iommusim.errors import InputError
 from iommusim.plots import load_results, load_sweep, load_trace, trace_files
-from iommusim.scenarios.problems import InputError
 
 
 def test_load_results_file_or_directory(tmp_path, kit, demo):

@@ -6,8 +6,8 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 from matplotlib.patches import Rectangle
 
+from iommusim.errors import InputError
 from iommusim.plots import flush_figure, flush_table, reach_figure, sweep_figure
-from iommusim.scenarios.problems import InputError
 
 
 def bars(ax):

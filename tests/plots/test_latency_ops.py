@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.patches import StepPatch
 
+from iommusim.errors import InputError
 from iommusim.plots import dma_latency_figure, op_cost_figure
-from iommusim.scenarios.problems import InputError
 
 
 def steps(ax):

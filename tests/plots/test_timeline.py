@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from iommusim.errors import InputError
 from iommusim.plots import find_story, parse_window, timeline_figure
-from iommusim.scenarios.problems import InputError
 
 
 def lane_labels(ax):

@@ -1,7 +1,7 @@
 """The race catalog harness: run a catalog scenario through the real pipeline.
 
 Every test in ``tests/races`` runs its ``scenarios/catalog/<name>.yaml`` with
-``scenarios.runner.run_experiment`` -- CPU cores, caches, write buffer, walker,
+``experiment.runner.run_experiment`` -- CPU cores, caches, write buffer, walker,
 devices -- once with the scenario's fix switch off (as the file has it) and once
 with ``--set kernel.fixes.<switch>=true``, and reports the reproduction rate and
 the cost of the fix, both on stdout (``pytest -s``) and in the test report
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from iommusim.scenarios import metrics as M
+from iommusim.experiment.assembly import RunResult
+from iommusim.experiment.runner import ExpectOutcome, run_experiment
+from iommusim.scenarios.conditions import holds
 from iommusim.scenarios.resolve import catalog_dir
-from iommusim.scenarios.runner import ExpectOutcome, run_experiment
-from iommusim.scenarios.system import RunResult
 
 JOBS = 2
 SLOW_SEEDS = range(1, 201)
@@ -48,7 +48,7 @@ class Outcome:
 
     def holding(self, metric: str, condition: str) -> list[int]:
         """The seeds on which ``metric condition`` holds."""
-        return [r.seed for r in self.runs if M.holds(condition, r.metrics[metric])]
+        return [r.seed for r in self.runs if holds(condition, r.metrics[metric])]
 
     def symptomatic(self) -> list[int]:
         """Seeds on which any of the scenario's expectations (the symptom) holds."""

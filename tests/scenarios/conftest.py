@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from iommusim.scenarios import cli as cli_module
+from iommusim import cli as cli_module
 
 # A small scenario that runs in a few milliseconds: one CPU maps a page and tells
 # the device, whose one DMA then goes through.

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from iommusim.experiment.metrics import concrete_names
 from iommusim.hwmodels.config import HardwareConfig, IommuConfig
-from iommusim.scenarios.metrics import concrete_names
 from iommusim.scenarios.resolve import catalog_dir, preset_dir, preset_names
 from iommusim.scenarios.schema import Scenario
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from iommusim.experiment.runner import run_experiment
 from iommusim.scenarios.resolve import catalog_dir
-from iommusim.scenarios.runner import run_experiment
 
 CATALOG = sorted(catalog_dir().glob("*.yaml"))
 

@@ -8,8 +8,8 @@ import json
 
 import yaml
 
-from iommusim.scenarios import runner
-from iommusim.scenarios.system import simulate
+from iommusim.experiment import runner
+from iommusim.experiment.assembly import simulate
 
 
 def resolved(tmp_path, out="out"):

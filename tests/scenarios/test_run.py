@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iommusim.scenarios import cli as cli_module
-from iommusim.scenarios import metrics, results, runner
-from iommusim.scenarios.system import simulate
+from iommusim import cli as cli_module
+from iommusim.experiment import metrics, results, runner
+from iommusim.experiment.assembly import simulate
 
 # Metric names the issue requires in every run.
 REQUIRED_METRICS = (
@@ -56,7 +56,7 @@ def test_results_json_schema(cli, scenario, tmp_path, h):
     assert [r["seed"] for r in doc["runs"]] == [1, 2]
     names = set(metrics.concrete_names())
     for run in doc["runs"]:
-        assert set(run) == {"seed", "metrics", "faults", "incidents", "distributions"}
+        assert set(run) == {"seed", "metrics", "stats", "faults", "incidents", "distributions"}
         # every metric of the catalog, and only those, in every run
         assert set(run["metrics"]) == names
         assert set(REQUIRED_METRICS) <= names
@@ -69,6 +69,30 @@ def test_results_json_schema(cli, scenario, tmp_path, h):
         assert stats == pytest.approx({"mean": sum(values) / 2, "min": min(values),
                                        "max": max(values), "sum": sum(values)})
     assert doc["expect"] == []
+
+
+def test_results_carry_every_blocks_stats_under_its_config_name(cli, scenario, tmp_path, h):
+    """One name per block: a block's stats sit under its config key path (the name its
+    trace records use), in full, beside the headline metrics they agree with."""
+    path = scenario(h.BUSY)
+    run_ok(cli, path, "--seed", "1", "--out", "out")
+    run = h.load_results(tmp_path / "out")["runs"][0]
+    stats, m = run["stats"], run["metrics"]
+    assert {"cache", "dram", "allocator", "iommu.write_buffer", "iommu.iotlb",
+            "iommu.walk_cache", "iommu.invalidation", "iommu.port", "iommu.walker",
+            "cpu0", "cpu1", "nic0"} <= set(stats)
+    doc = h.load_results(tmp_path / "out")
+    for name in ("cache", "dram", "allocator", "iommu.write_buffer", "iommu.iotlb",
+                 "iommu.walk_cache", "iommu.invalidation"):
+        node = doc["hardware"]
+        for key in name.split("."):
+            node = node[key]  # the block's name is a path into the hardware config
+    for key in ("lookups", "hits", "misses", "fills", "evictions", "invalidated"):
+        assert stats["iommu.iotlb"][key] == m[f"iotlb.{key}"]
+    assert stats["iommu.walker"]["walks"] == m["walker.walks"]
+    assert stats["iommu.port"]["reads"] == m["walker.pte_reads"]
+    assert stats["allocator"]["failures"] == m["table.alloc_failures"]
+    assert stats["nic0"]["requests"] + stats["nic1"]["requests"] == m["dma.requests"]
 
 
 def test_default_scenario_and_default_out(cli, tmp_path, h):

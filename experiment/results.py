@@ -20,12 +20,14 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .. import __version__
+from ..hwmodels.trace import TraceRecord
 from .runner import PointResult
 
 RESULTS_SCHEMA = "iommusim.results/1"
@@ -68,11 +70,22 @@ def _write_point(folder: Path, point: PointResult, trace: bool) -> None:
     )
     if trace:
         for run in point.runs:
-            with (folder / f"trace-{run.seed}.jsonl").open("w") as f:
-                for rec in run.trace:
-                    row = {"cycle": rec.cycle, "component": rec.component, "event": rec.event}
-                    row.update(rec.fields)
-                    f.write(json.dumps(row, default=str) + "\n")
+            write_trace(folder / f"trace-{run.seed}.jsonl", run.trace)
+
+
+def trace_rows(records: Sequence[TraceRecord]) -> list[dict[str, Any]]:
+    """Trace records as the rows of a ``.jsonl`` trace: cycle, component, event, fields."""
+    return [
+        {"cycle": rec.cycle, "component": rec.component, "event": rec.event, **rec.fields}
+        for rec in records
+    ]
+
+
+def write_trace(path: Path, records: Sequence[TraceRecord]) -> Path:
+    with path.open("w") as f:
+        for row in trace_rows(records):
+            f.write(json.dumps(row, default=str) + "\n")
+    return path
 
 
 def write_results(out: Path, points: list[PointResult], *, trace: bool = False) -> list[Path]:

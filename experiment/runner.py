@@ -9,19 +9,19 @@ experiment of its own (resolved and validated before anything runs).
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import metrics as M
-from .problems import InputError
-from .resolve import Experiment, load_experiment
-from .system import RunResult, simulate
-from .yamldoc import Override, YamlDoc
+from ..errors import InputError
+from ..scenarios.conditions import holds
+from ..scenarios.resolve import Experiment
+from ..scenarios.yamldoc import Override, YamlDoc
+from .assembly import RunResult, simulate
+from .load import load
+from .pool import WorkerPool
 
 Progress = Callable[[int, int], None]
 
@@ -70,7 +70,7 @@ def aggregate(runs: Sequence[RunResult]) -> dict[str, dict[str, float]]:
 def evaluate(exp: Experiment, runs: Sequence[RunResult]) -> list[ExpectOutcome]:
     outcomes = []
     for name, expectation in exp.scenario.expect.items():
-        passed = [r.seed for r in runs if M.holds(expectation.condition, r.metrics[name])]
+        passed = [r.seed for r in runs if holds(expectation.condition, r.metrics[name])]
         failed = [r.seed for r in runs if r.seed not in passed]
         ok = len(passed) >= expectation.required(len(runs))
         outcomes.append(
@@ -98,18 +98,11 @@ def run_seeds(
     total = total if total is not None else len(seeds)
     tasks = [(exp, seed, trace) for seed in seeds]
     results: list[RunResult] = []
-    if jobs <= 1 or len(tasks) <= 1:
-        for task in tasks:
-            results.append(_simulate(task))
+    with WorkerPool(min(jobs, len(tasks))) as pool:
+        for result in pool.imap(_simulate, tasks, ordered=False):
+            results.append(result)
             if progress:
                 progress(done_before + len(results), total)
-    else:
-        ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with ctx.Pool(min(jobs, len(tasks))) as pool:
-            for result in pool.imap_unordered(_simulate, tasks):
-                results.append(result)
-                if progress:
-                    progress(done_before + len(results), total)
     return sorted(results, key=lambda r: r.seed)
 
 
@@ -133,12 +126,12 @@ def sweep_points(exp: Experiment, path: Path) -> list[tuple[dict[str, Any], list
 
 def prepare(path: Path, sets: Sequence[str]) -> list[tuple[dict[str, Any], Experiment]]:
     """Resolve and validate the experiment and every sweep point before running any."""
-    base = load_experiment(path, sets)
+    base = load(path, sets)
     prepared = []
     problems = []
     for values, overrides in sweep_points(base, path):
         try:
-            exp = base if not overrides else load_experiment(path, [*sets, *overrides])
+            exp = base if not overrides else load(path, [*sets, *overrides])
         except InputError as exc:
             problems += exc.problems
             continue

@@ -49,13 +49,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..errors import InputError, Problem
+from ..experiment import results
+from ..experiment.oracles import Failure
 from ..hwmodels.config import HardwareConfig
+from ..scenarios.resolve import Experiment, is_hardware_key
+from ..scenarios.schema import Scenario
+from ..scenarios.yamldoc import apply_override, parse_set
 from .control import Budget
-from .explore import Failure, Outcome, Resolved, RunSpec, Setup, run_one
-from .problems import InputError, Problem
-from .resolve import Experiment, is_hardware_key
-from .schema import Scenario
-from .yamldoc import apply_override, parse_set
+from .search import Outcome, Setup, run_one
+from .setup import Resolved
+from .strategies import RunSpec
 
 SCHEMA = "iommusim.replay/1"
 
@@ -69,12 +73,7 @@ def sha256_of(path: Path) -> str | None:
 
 def trace_rows(out: Outcome) -> list[dict[str, Any]]:
     assert out.result is not None
-    rows = []
-    for rec in out.result.trace:
-        row = {"cycle": rec.cycle, "component": rec.component, "event": rec.event}
-        row.update(rec.fields)
-        rows.append(row)
-    return rows
+    return results.trace_rows(out.result.trace)
 
 
 def file_name(scenario: str, check: str) -> str:

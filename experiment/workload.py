@@ -19,9 +19,9 @@ from ..hwmodels.cpu import CpuCore
 from ..hwmodels.dma import DmaDevice, DmaFeed, DmaRequest, DmaStream
 from ..hwmodels.dram import Dram
 from ..hwmodels.trace import Tracer
+from ..scenarios.schema import CpuSpec, DeviceSpec, MapRandomSpec, Op, prot_bits
 from ..tables import PageTable
 from ..walker import Iommu
-from .schema import CpuSpec, DeviceSpec, MapRandomSpec, Op, prot_bits
 
 Events = Generator[simpy.Event, Any, None]
 

@@ -1,0 +1,213 @@
+"""One seed of one experiment: build the machine, run the workloads, measure.
+
+The table is created and attached at cycle 0 with the zero-time executor (the
+driver's set-up before any DMA); then CPUs and devices run under SimPy until all of
+them finish or ``run.until`` cycles pass. At the end the table is torn down (deinit)
+to count leaked pages.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import simpy
+from simpy.events import Process
+
+from ..hwmodels.component import component_rng, merge_stats
+from ..hwmodels.cpu import CpuCore
+from ..hwmodels.dma import FAULT, DmaDevice, DmaFeed, DmaRequest
+from ..hwmodels.machine import Machine
+from ..hwmodels.sim import SimEnvironment
+from ..hwmodels.trace import TraceRecord
+from ..scenarios.resolve import Experiment
+from ..scenarios.schema import FollowSpec
+from ..tables import PageTable
+from ..tables.transactions import FLUSH_CAUSES
+from ..units import format_size
+from ..walker import Iommu
+from ..walker.iommu import Incident
+from . import metrics
+from .oracles import Oracles
+from .table import make_table
+from .workload import Barriers, CpuRunner, Placer, Signals, barrier_parties, device_program
+
+
+class Explorer(Protocol):
+    """What ``simulate`` needs of a schedule explorer (``explore.control.Controller``):
+    its environment, and the CPU and device processes and cores before the run."""
+
+    env: simpy.Environment
+
+    def attach(self, machine: Machine, processes: list[tuple[str, Process]],
+               cores: dict[str, CpuCore]) -> None: ...
+
+
+@dataclass
+class RunResult:
+    """What one seed produced: metrics, fault and incident records, distributions,
+    every hardware block's ``stats()`` by block name, and the oracles' findings."""
+
+    seed: int
+    metrics: dict[str, float]
+    faults: list[dict[str, Any]]
+    incidents: list[dict[str, Any]]
+    distributions: dict[str, dict[str, dict[int, int]]]
+    trace: list[TraceRecord] = field(default_factory=list)
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    # (issue cycle, incident) of each stale translation after a completed unmap
+    stale_after_unmap: list[tuple[int, Incident]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "metrics": self.metrics,
+            "stats": self.stats,
+            "faults": self.faults,
+            "incidents": self.incidents,
+            "distributions": {
+                name: {group: {str(k): n for k, n in sorted(h.items())} for group, h in d.items()}
+                for name, d in self.distributions.items()
+            },
+        }
+
+
+@dataclass
+class Assembly:
+    """The machine of one seed with its table, walker, workloads and oracles."""
+
+    machine: Machine
+    pt: PageTable
+    iommu: Iommu
+    runners: list[CpuRunner]
+    devices: list[DmaDevice]  # filled as the devices start
+    processes: list[tuple[str, Process]]
+    oracles: Oracles
+    finished: bool = False
+    live_pages: int = 0  # table pages at the end, before deinit
+    late: list[tuple[int, Incident]] = field(default_factory=list)
+
+    @property
+    def env(self) -> simpy.Environment:
+        return self.machine.env
+
+
+def build(exp: Experiment, seed: int, *, trace: bool = False,
+          env: simpy.Environment | None = None) -> Assembly:
+    """Wire the machine, table, walker, CPU and device processes and oracles."""
+    s, hw = exp.scenario, exp.hardware
+    cpu_configs = {
+        i: hw.cpu.model_copy(update={"interrupts": c.interrupts})
+        for i, c in enumerate(s.cpus)
+        if c.interrupts is not None
+    }
+    machine = Machine(hw, seed=seed, trace=trace, cpu_configs=cpu_configs,
+                      env=env if env is not None else SimEnvironment(lookahead=s.run.lookahead))
+    pt = make_table(s, hw, machine.executor, seed)
+    domain = s.table.domain
+
+    def truth(_domain: int, iova: int) -> int | None:
+        return pt.iova_to_phys(iova, view="peek")
+
+    iommu = Iommu(machine, {domain: s.table.format}, truth=truth)
+    env = machine.env
+    signals, placer = Signals(env), Placer()
+    barriers = Barriers(env, barrier_parties(s.cpus))
+    runners = {
+        spec.name: CpuRunner(spec, machine.cpus[i], pt, signals, barriers, placer,
+                             component_rng(seed, f"workload.{spec.name}"))
+        for i, spec in enumerate(s.cpus)
+    }
+    oracles = Oracles()
+    oracles.watch(iommu, domain, list(runners.values()))
+    devices: list[DmaDevice] = []
+    processes = []
+    for spec in s.devices:
+        feed = None
+        if spec.follow is not None:
+            feed = DmaFeed(env)
+            follow(runners[spec.follow.cpu], feed, spec.follow)
+        program = device_program(
+            spec, env, signals, iommu, machine.dram, domain, seed, machine.tracer, devices, feed
+        )
+        processes.append((spec.name, env.process(program)))
+    processes += [(name, env.process(r.program())) for name, r in runners.items()]
+    return Assembly(machine, pt, iommu, list(runners.values()), devices, processes, oracles)
+
+
+def simulate(
+    exp: Experiment, seed: int, *, trace: bool = False, explorer: Explorer | None = None
+) -> RunResult:
+    """Run one seed. ``explorer`` supplies the environment and gets the CPU and
+    device processes and cores before the run (schedule exploration); None runs
+    stock SimPy."""
+    run = build(exp, seed, trace=trace, env=explorer.env if explorer is not None else None)
+    if explorer is not None:
+        cores = {r.spec.name: r.core for r in run.runners}
+        explorer.attach(run.machine, run.processes, cores)
+    env = run.env
+    everything = env.all_of([p for _, p in run.processes])
+    env.run(until=env.any_of([everything, env.timeout(exp.scenario.run.until)]))
+    run.finished = everything.triggered
+    run.live_pages = run.pt.live_table_pages
+    run.pt.deinit()
+    run.late = run.oracles.stale_after_unmap()
+    return RunResult(
+        seed,
+        metrics.collect(run),
+        [f._asdict() for f in run.iommu.faults],
+        [i._asdict() for i in run.iommu.incidents],
+        distributions(run),
+        run.machine.tracer.records if run.machine.tracer is not None else [],
+        block_stats(run),
+        run.late,
+    )
+
+
+def block_stats(run: Assembly) -> dict[str, dict[str, float]]:
+    """Every hardware block's full ``stats()``, under its name (the config key path,
+    as gem5's stats dump): the machine's blocks, the walker and the DMA devices."""
+    out: dict[str, dict[str, float]] = {}
+    for block in [*run.machine.components(), run.iommu, *run.devices]:
+        stats = block.stats()
+        out[block.name] = merge_stats(out[block.name], stats) if block.name in out else stats
+    return out
+
+
+def follow(runner: CpuRunner, feed: DmaFeed, spec: FollowSpec) -> None:
+    """Hand the device a DMA for every range the CPU maps, as the map returns."""
+
+    def on_map(iova: int, pa: int, size: int) -> None:
+        feed.put(DmaRequest(iova + spec.offset, spec.size, spec.access == "write"))
+
+    runner.listeners.append(on_map)
+    runner.closers.append(feed.close)
+
+
+def distributions(run: Assembly) -> dict[str, dict[str, dict[int, int]]]:
+    """Histograms (value -> count) the plots draw: DMA latency by how it was served,
+    CPU operation latency by kind and size ("map 4K"), cache lines flushed per
+    operation by kind and cause ("map.leaf")."""
+    dma: dict[str, Counter[int]] = {}
+    for d in run.devices:
+        for r in d.records:
+            key = "fault" if r.translation.outcome == FAULT else r.translation.path
+            dma.setdefault(key, Counter())[r.latency] += 1
+    op_latency: dict[str, Counter[int]] = {}
+    op_flush: dict[str, Counter[int]] = {}
+    for runner in run.runners:
+        sized = iter(runner.sizes)
+        for r in runner.core.records:
+            group = r.label
+            if r.label in ("map", "unmap"):
+                group = f"{r.label} {format_size(next(sized)[1])}"
+            op_latency.setdefault(group, Counter())[r.latency] += 1
+            for cause in FLUSH_CAUSES:
+                n = r.flush_lines.get(cause, 0)
+                op_flush.setdefault(f"{r.label}.{cause}", Counter())[n] += 1
+    return {
+        "dma.latency": {k: dict(v) for k, v in sorted(dma.items())},
+        "cpu.latency": {k: dict(v) for k, v in sorted(op_latency.items())},
+        "cpu.flush_lines": {k: dict(v) for k, v in sorted(op_flush.items())},
+    }

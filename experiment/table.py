@@ -1,0 +1,73 @@
+"""The page table a scenario describes, built by the implementation it names.
+
+``TABLE_IMPLEMENTATIONS`` maps an implementation name to a builder with the signature
+of ``make_genpt``; the io-pgtable predecessors of genpt register here beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..hwmodels.config import HardwareConfig
+from ..scenarios.schema import Scenario
+from ..tables import DriverPolicy, FaultInjector, Fixes, PageTable
+from ..tables.executor import DirectExecutor
+
+
+def driver_policy(s: Scenario, hw: HardwareConfig) -> DriverPolicy:
+    """What the driver does after a map: by default what the hardware requires
+    (a write-buffer flush with RWBF, an invalidation with negative caching)."""
+    d = s.kernel.driver
+    wbf = d.flush_write_buffer_on_map
+    inv = d.invalidate_on_map
+    return DriverPolicy(
+        flush_write_buffer_on_map=hw.iommu.write_buffer.enabled if wbf is None else wbf,
+        invalidate_on_map=hw.iommu.iotlb.negative_caching if inv is None else inv,
+    )
+
+
+def table_kwargs(s: Scenario, hw: HardwareConfig) -> dict[str, Any]:
+    t = s.table
+    return {
+        "vasz_lg2": t.vasz_lg2,
+        "oasz_lg2": t.oasz_lg2,
+        "top_level": t.top_level,
+        "features": t.features,
+        "fixes": Fixes(**s.kernel.fixes.model_dump()),
+        "debug": s.kernel.debug,
+        "domain": t.domain,
+        "driver": driver_policy(s, hw),
+    }
+
+
+def make_genpt(s: Scenario, hw: HardwareConfig, executor: DirectExecutor | None) -> PageTable:
+    return PageTable(s.table.format, executor=executor, **table_kwargs(s, hw))
+
+
+TableBuilder = Callable[[Scenario, HardwareConfig, "DirectExecutor | None"], PageTable]
+TABLE_IMPLEMENTATIONS: dict[str, TableBuilder] = {"genpt": make_genpt}
+
+
+def make_table(
+    s: Scenario, hw: HardwareConfig, executor: DirectExecutor | None = None, seed: int = 0
+) -> PageTable:
+    """Create (init) the scenario's table on ``executor``; raises PTError like the kernel.
+
+    Injected allocation failures (the hardware's ``allocator.fail_*``, or the
+    scenario's ``kernel.alloc_faults``, which wins) are armed once the table exists:
+    they hit the workload's allocations, never the driver's set-up of the domain
+    (which would make the scenario fail to start, or with ``table_alloc_error`` off
+    give it a top table at physical address 0).
+    """
+    allocator = executor.allocator if executor is not None else None
+    hw_faults = allocator.faults if allocator is not None else None
+    if allocator is not None:
+        allocator.faults = None
+    pt = TABLE_IMPLEMENTATIONS["genpt"](s, hw, executor)
+    faults = s.kernel.alloc_faults
+    if faults is not None:
+        pt.executor.allocator.faults = FaultInjector(faults.fail_nth, faults.probability, seed)
+    elif hw_faults is not None:
+        pt.executor.allocator.faults = hw_faults
+    return pt

@@ -1,0 +1,1 @@
+"""Schedule exploration: the controlled environment, strategies, search, shrinking, replay."""

@@ -1,0 +1,54 @@
+"""The ``iommusim`` command: one module per subcommand, each with ``add_parser(sub)``.
+
+Exit codes: 0 success, 1 an ``expect`` failed (or a failure was found), 2 bad input.
+Bad input never produces a traceback or partial output files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import InputError
+from .run import DEFAULT_SCENARIO, SUMMARY_METRICS
+
+# In the order ``iommusim --help`` lists them (module names: "-" becomes "_").
+COMMANDS = ("run", "plot", "explore", "replay", "validate", "list", "show-config", "schema")
+
+__all__ = ["COMMANDS", "DEFAULT_SCENARIO", "SUMMARY_METRICS", "build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iommusim",
+        description="Cycle-level simulator of IOMMU page walkers and the Linux generic page table.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".{name.replace('-', '_')}", __name__).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"iommusim: {len(exc.problems)} problem(s) in the input:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # The reader went away (e.g. `iommusim list | head`): stop quietly.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("iommusim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

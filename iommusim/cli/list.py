@@ -1,0 +1,30 @@
+"""``iommusim list``: the catalog scenarios and hardware presets, one line each."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+from ..scenarios.resolve import catalog_dir, preset_dir, preset_names
+from ..scenarios.yamldoc import YamlDoc
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("list", help="list catalog scenarios and hardware presets")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print("scenarios (scenarios/catalog):")
+    for path in sorted(catalog_dir().glob("*.yaml")):
+        doc = YamlDoc.read(path)
+        text = " ".join(str(doc.data.get("description", "")).split())
+        summary = re.split(r"(?<=\.) ", text)[0]
+        print(f"  {path.stem:28} {summary}")
+    print("hardware presets (configs):")
+    for name in preset_names():
+        first = (preset_dir() / f"{name}.yaml").read_text().split("\n")[0].lstrip("# ")
+        summary = re.split(r": |\. ", first)[0]
+        print(f"  {name:28} {summary}")
+    return 0

@@ -1,0 +1,3 @@
+"""The figure kinds ``iommusim plot --kind`` offers (importable without matplotlib)."""
+
+KINDS = ("latency", "ops", "flushes", "timeline", "sweep", "reach")
