@@ -363,6 +363,21 @@ def test_unmap_frees_whole_tables_after_the_invalidation() -> None:
     assert c[LOAD] == 4 + 3  # lookup to the leaf, clear walk to the covered L2 item
 
 
+def test_quirk_gather_sync_frees_the_next_chunks_table_before_its_invalidation() -> None:
+    """intel_iommu_unmap puts covered tables on gather->freelist *before*
+    iommu_iotlb_gather_add_page; when the page size changes the add_page syncs the
+    previous range (ih=0 because of the new pages) and frees the new chunk's leaf table
+    while its own range is not yet invalidated. Core chunks: (4K,1), (2M,1), (4K,511)."""
+    t = vtd()
+    iova = 2 * M - K
+    t.map(iova, iova + K, 2 * M, RW)  # PA off by 4K: only 4K leaves
+    got, _, txs = measure(t, lambda: t.unmap(iova, 2 * M))
+    assert got == 2 * M
+    first = [tx for tx in txs if tx[0] in (INVALIDATE_RANGE, FREE_TABLE)][:2]
+    assert first[0] == (INVALIDATE_RANGE, 1, iova, K, False)
+    assert first[1][0] == FREE_TABLE  # the leaf table under [2M, 4M), not yet invalidated
+
+
 def test_teardown_frees_every_page() -> None:
     t = vtd(INCOHERENT)
     t.map(0, 0, K, RW)
