@@ -157,12 +157,20 @@ class Vtd(Driver):
         self.coherent = cfg.coherent_walk  # domain->iommu_coherency
         self.set_pte_snp = FEATURE_FORCE_SNOOP in cfg.features
         self.nested_parent = FEATURE_NESTED_PARENT in cfg.features
-        if FEATURE_SP_OFF in cfg.features:
-            self.iommu_superpage = 0
-        else:
-            self.iommu_superpage = 1 if FEATURE_NO_1G in cfg.features else 2
+        self.iommu_superpage = self.superpage_capability(cfg)
         self.pgsize_bitmap = SZ_4K | (0, SZ_2M, SZ_2M | SZ_1G)[self.iommu_superpage]
         self.cache_lock = f"vtd.cache_lock.{self.domain}"
+
+    @staticmethod
+    def superpage_capability(cfg: DriverConfig) -> int:
+        """iommu_superpage_capability: fls(CAP.SLLPS), so 1 GiB alone still gives 2M|1G.
+        A requested pgsize_bitmap stands for the hardware's SLLPS bits."""
+        if FEATURE_SP_OFF in cfg.features:
+            return 0
+        if cfg.pgsize_bitmap is not None:
+            sllps = (cfg.pgsize_bitmap >> 21 & 1) | (cfg.pgsize_bitmap >> 30 & 1) << 1
+            return sllps.bit_length()
+        return 1 if FEATURE_NO_1G in cfg.features else 2
 
     # --- small helpers ------------------------------------------------------------------
     def domain_pfn_supported(self, pfn: int) -> bool:

@@ -171,6 +171,14 @@ def test_pgsize_bitmap_follows_superpage_caps(features: list[str], bitmap: int) 
     assert t.iova_to_phys(2 * M - 1) == 2 * M - 1
 
 
+@pytest.mark.parametrize(
+    ("requested", "bitmap"), [(K, K), (K | M, K | M), (K | G, K | M | G), (K | M | G, K | M | G)]
+)
+def test_pgsize_bitmap_request_is_sllps_with_fls(requested: int, bitmap: int) -> None:
+    """iommu_superpage = fls(SLLPS): hardware with 1G but not 2M still gets both."""
+    assert vtd(pgsize_bitmap=requested).pgsize_bitmap == bitmap
+
+
 def test_map_beyond_the_domain_width_is_efault() -> None:
     with pytest.raises(PTError) as err:
         vtd(vasz_lg2=39).map(1 << 39, 0, K, RW)
