@@ -617,7 +617,9 @@ class AmdV1(Driver):
 
     def test_and_clear_dirty(self, ptep: int, value: int, pgsize: int, no_clear: bool) -> Gen:
         """pte_test_and_clear_dirty: OR of HD over the group. NO_CLEAR reads items up
-        to the first dirty one; otherwise every item gets a locked test-and-clear."""
+        to the first dirty one; otherwise every item gets a locked test-and-clear
+        (``lock btr``), modelled as a CMPXCHG expecting the group's READ_ONCE word:
+        an item that differs from it (its HD set) costs one retry."""
         count = page_size_pte_count(pgsize)
         yield work(ITEM_EXAMINE, count)
         dirty = False
