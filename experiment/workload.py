@@ -243,52 +243,30 @@ def device_program(
     feed: DmaFeed | None = None,
 ) -> Events:
     """Start a device's explicit DMAs, its stream and its follower feed once the
-    device itself starts."""
+    device itself starts (each a DMA engine of its own, named after the device)."""
     yield from wait_start(env, signals, spec.start, spec.after)
     done = []
+
+    def engine(workload: Any) -> None:
+        dev = DmaDevice(env, spec.name, domain=domain, translator=iommu, dram=dram,
+                        workload=workload, seed=seed, tracer=tracer)
+        devices.append(dev)
+        done.append(dev.done)
+
     if feed is not None:
-        dev = DmaDevice(
-            env, spec.name, domain=domain, translator=iommu, dram=dram, workload=feed,
-            seed=seed, tracer=tracer,
-        )
-        devices.append(dev)
-        done.append(dev.done)
+        engine(feed)
     if spec.dma:
-        requests = [
-            DmaRequest(
-                d.iova,
-                d.size,
-                d.access == "write",
-                at=d.at,
-                after=signals[d.after] if d.after is not None else None,
-            )
+        engine([
+            DmaRequest(d.iova, d.size, d.access == "write", at=d.at,
+                       after=signals[d.after] if d.after is not None else None)
             for d in spec.dma
-        ]
-        dev = DmaDevice(
-            env, spec.name, domain=domain, translator=iommu, dram=dram, workload=requests,
-            seed=seed, tracer=tracer,
-        )
-        devices.append(dev)
-        done.append(dev.done)
+        ])
     if spec.stream is not None:
         st = spec.stream
         yield from wait_start(env, signals, st.start, st.after)
-        stream = DmaStream(
-            st.region.base,
-            st.region.size,
-            st.size,
-            st.count,
-            outstanding=st.outstanding,
-            gap=st.gap,
-            pattern=st.pattern,
-            is_write=st.access == "write",
-            start=env.now,
-        )
-        dev = DmaDevice(
-            env, spec.name, domain=domain, translator=iommu, dram=dram, workload=stream,
-            seed=seed, tracer=tracer,
-        )
-        devices.append(dev)
-        done.append(dev.done)
+        engine(DmaStream(
+            st.region.base, st.region.size, st.size, st.count, outstanding=st.outstanding,
+            gap=st.gap, pattern=st.pattern, is_write=st.access == "write", start=env.now,
+        ))
     if done:
         yield env.all_of(done)

@@ -31,8 +31,8 @@ class AssocArray:
             raise ValueError("random replacement needs a seeded random.Random")
         self.sets = sets
         self.ways = ways
-        self._lru = replacement == "lru"
-        self._rr = replacement == "rr"
+        self._victim = REPLACEMENTS[replacement]
+        self._lru = replacement == "lru"  # a use moves the key to the end of its set
         self._rng = rng
         # Per set: key -> way (in recency order under lru), way -> key, free ways.
         self._where: list[dict[Hashable, int]] = [{} for _ in range(sets)]
@@ -72,16 +72,7 @@ class AssocArray:
         if free:
             way = free.pop()
         else:
-            if self._lru:
-                victim = next(iter(where))
-            else:
-                if self._rr:
-                    way = self._next[s]
-                    self._next[s] = (way + 1) % self.ways
-                else:
-                    assert self._rng is not None
-                    way = self._rng.randrange(self.ways)
-                victim = self._keys[s][way]
+            victim = self._keys[s][self._victim(self, s)]
             way = where.pop(victim)
             self.size -= 1
         self._keys[s][way] = key
@@ -114,3 +105,27 @@ class AssocArray:
         for s, key in doomed:
             self.remove(s, key)
         return [key for _, key in doomed]
+
+
+# --- replacement policies (the way a full set gives up), chosen by name ------------------
+def _least_recent(arr: AssocArray, s: int) -> int:
+    where = arr._where[s]
+    return where[next(iter(where))]
+
+
+def _round_robin(arr: AssocArray, s: int) -> int:
+    way = arr._next[s]
+    arr._next[s] = (way + 1) % arr.ways
+    return way
+
+
+def _uniform(arr: AssocArray, s: int) -> int:
+    assert arr._rng is not None
+    return arr._rng.randrange(arr.ways)
+
+
+REPLACEMENTS: dict[str, Callable[[AssocArray, int], int]] = {
+    "lru": _least_recent,
+    "rr": _round_robin,
+    "random": _uniform,
+}

@@ -180,7 +180,10 @@ class CpuCore:
         return self.env.process(self.execute(op, label))
 
     def execute(self, op: Operation, label: str = "op") -> Events:
-        """Run one operation to completion (``result = yield from core.execute(op)``)."""
+        """Run one operation to completion (``result = yield from core.execute(op)``).
+
+        The transaction loop is inlined in one function (locals bound once, no call per
+        transaction): it is the simulator's hot path (see benchmarks/)."""
         if self._record is not None:
             raise RuntimeError(f"{self.name} is already executing {self._record.label!r}")
         env = self.env

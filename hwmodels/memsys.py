@@ -17,6 +17,7 @@ make the same changes for a given CPU and also return the cost in cycles.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import simpy
 
@@ -88,12 +89,8 @@ class MemorySystem(Memory):
         self._fences = 2 * cpu.mfence
         self._flush_first = cpu.clflush_line
         self._flush_extra = cpu.clflushopt_extra_line
-        self._lru = cache.eviction == "capacity"
-        self._evict_at: dict[int, int] | None = None
-        if cache.eviction == "random" and cache.eviction_rate > 0.0:
-            self._rng = component_rng(seed, name)
-            self._evict_at = {}
-            self._alarm = Alarm(env, self._evict_due)
+        self._eviction = EVICTIONS[cache.eviction](self, seed)
+        self._lru = self._eviction.recency  # dirty lines kept in least-recent-first order
         self.loads = 0
         self.stores = 0
         self.cmpxchgs = 0
@@ -265,29 +262,13 @@ class MemorySystem(Memory):
             dirty[line] = cpu
             return
         dirty[line] = cpu
-        if self._evict_at is not None:
-            due = self.env.now + self._eviction_delay()
-            self._evict_at[line] = due
-            self._alarm.at(due, line)
-        elif self._lru and len(dirty) > self.cfg.capacity_lines:
-            self._write_back(next(iter(dirty)), "evict")
-
-    def _eviction_delay(self) -> int:
-        """Cycles until a newly dirty line is evicted: geometric with the per-cycle rate."""
-        rate = self.cfg.eviction_rate
-        if rate >= 1.0:
-            return 1
-        return 1 + int(math.log(1.0 - self._rng.random()) / math.log1p(-rate))
-
-    def _evict_due(self, line: int) -> None:
-        if self._evict_at is not None and self._evict_at.get(line) == self.env.now:
-            self._write_back(line, "evict")
+        self._eviction.dirtied(line)
 
     def _clean(self, line: int) -> int | None:
         """Forget that a line is dirty; returns its last writer (None if it was clean)."""
         writer = self.dirty.pop(line, None)
-        if writer is not None and self._evict_at is not None:
-            self._evict_at.pop(line, None)
+        if writer is not None:
+            self._eviction.cleaned(line)
         return writer
 
     def _write_back(self, line: int, how: str) -> None:
@@ -321,3 +302,73 @@ class MemorySystem(Memory):
             "written_back_by_eviction": self.written_back_by_eviction,
             "dirty_lines": len(self.dirty),
         }
+
+
+# --- eviction policies (cache.eviction), chosen by name ---------------------------------
+class NoEviction:
+    """``none``: a dirty line stays in the cache until it is flushed (the worst case
+    for races)."""
+
+    recency = False
+
+    def __init__(self, mem: MemorySystem, seed: int) -> None:
+        self.mem = mem
+
+    def dirtied(self, line: int) -> None:
+        """A line became dirty."""
+
+    def cleaned(self, line: int) -> None:
+        """A dirty line was written back (flush or eviction)."""
+
+
+class RandomEviction(NoEviction):
+    """``random``: each dirty line is evicted after a geometric number of cycles with
+    the per-cycle ``eviction_rate`` (drawn once, when it becomes dirty; seeded)."""
+
+    def __init__(self, mem: MemorySystem, seed: int) -> None:
+        super().__init__(mem, seed)
+        self.rate = mem.cfg.eviction_rate
+        self.rng = component_rng(seed, mem.name)
+        self.evict_at: dict[int, int] = {}
+        self.alarm = Alarm(mem.env, self._due)
+
+    def dirtied(self, line: int) -> None:
+        due = self.mem.env.now + self._delay()
+        self.evict_at[line] = due
+        self.alarm.at(due, line)
+
+    def cleaned(self, line: int) -> None:
+        self.evict_at.pop(line, None)
+
+    def _delay(self) -> int:
+        """Cycles until a newly dirty line is evicted: geometric with the per-cycle rate."""
+        if self.rate >= 1.0:
+            return 1
+        return 1 + int(math.log(1.0 - self.rng.random()) / math.log1p(-self.rate))
+
+    def _due(self, line: int) -> None:
+        if self.evict_at.get(line) == self.mem.env.now:
+            self.mem._write_back(line, "evict")
+
+
+class CapacityEviction(NoEviction):
+    """``capacity``: at most ``capacity_lines`` dirty lines; the least recently used
+    one is written back to make room."""
+
+    recency = True
+
+    def dirtied(self, line: int) -> None:
+        mem = self.mem
+        if len(mem.dirty) > mem.cfg.capacity_lines:
+            mem._write_back(next(iter(mem.dirty)), "evict")
+
+
+def _random_or_none(mem: MemorySystem, seed: int) -> NoEviction:
+    return RandomEviction(mem, seed) if mem.cfg.eviction_rate > 0.0 else NoEviction(mem, seed)
+
+
+EVICTIONS: dict[str, Callable[[MemorySystem, int], NoEviction]] = {
+    "none": NoEviction,
+    "random": _random_or_none,
+    "capacity": CapacityEviction,
+}

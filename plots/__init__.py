@@ -14,8 +14,9 @@ from .latency import dma_latency_figure
 from .ops import op_cost_figure
 from .reach import reach_figure
 from .render import KINDS, build_figure, plot_command, save_figure, standard_figures
+from .story import find_story
 from .sweep import sweep_figure
-from .timeline import find_story, parse_window, timeline_figure
+from .timeline import parse_window, timeline_figure
 
 __all__ = [
     "KINDS",

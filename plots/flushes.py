@@ -63,26 +63,10 @@ def flush_figure(data: Any, labels: Sequence[str] | None = None,
     bar per point). ``labels`` name the bars; by default the sweep values or the
     settings that differ between the results (e.g. ``flush_done_sw_bit=off``)."""
     runs = _as_runs(data)
-    if labels is not None and len(labels) != len(runs):
-        raise ValueError(f"{len(labels)} labels for {len(runs)} results")
-    if labels is None:
-        names = [r.get("scenario", {}).get("name", f"run {i + 1}") for i, r in enumerate(runs)]
-        if len(set(names)) < len(names):
-            names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
-        labels = difference_labels(runs, names, sep="\n") if len(runs) > 1 else [
-            fixes_phrase(runs[0])]
+    labels = _bar_labels(runs, labels)
     tables = [flush_table(r, seed) for r in runs]
-    present = {k for t in tables for k, e in t.items() if e["ops"]}
-    kinds = [k for k in ("map", "unmap") if k in present]
-    kinds += [k for k in sorted(present - {"map", "unmap"})
-              if any(sum(t.get(k, {}).get("per_op", {}).values()) for t in tables)]
-    causes = [c for c in FLUSH_CAUSES
-              if any(t.get(k, {}).get("per_op", {}).get(c, 0) for t in tables for k in kinds)]
-    extra = sorted({c for t in tables for k in kinds for c in t.get(k, {}).get("per_op", {})
-                    if c not in FLUSH_CAUSES and t[k]["per_op"][c]})
-    causes += extra
+    kinds, causes = _columns(tables)
     colors = {c: CAUSE_COLORS.get(c, PALETTE[i % len(PALETTE)]) for i, c in enumerate(causes)}
-
     many = len(runs) > 10
     dominant = {k: _dominant(tables, [k], causes) for k in kinds}
     rows = 2 if any(dominant.values()) else 1
@@ -90,15 +74,8 @@ def flush_figure(data: Any, labels: Sequence[str] | None = None,
     width = min(20.0, max(7.5, (1.5 + len(runs) * per_bar) * max(1, len(kinds))))
     fig = new_figure(width, (4.4 if many else 3.9) * rows + 1.6)
     axes = fig.subplots(rows, max(1, len(kinds)), squeeze=False)
-    first = runs[0]
-    if len(runs) > 1:
-        vary = differing_keys(runs)
-        detail = (f"{first.get('scenario', {}).get('name', '?')} on {hardware_name(first)} · "
-                  f"{fixes_phrase(first, vary)} · {seeds_phrase(run_seeds(first))} · "
-                  f"bars: {len(runs)} runs compared")
-    else:
-        detail = describe(first)
-    set_title(fig, "Cache lines flushed per operation, by cause (mean over operations)", detail)
+    set_title(fig, "Cache lines flushed per operation, by cause (mean over operations)",
+              _detail(runs))
     if not kinds:
         axes[0][0].text(0.5, 0.5, "no map or unmap operations", ha="center",
                         transform=axes[0][0].transAxes)
@@ -127,6 +104,41 @@ def flush_figure(data: Any, labels: Sequence[str] | None = None,
     fig.legend(handles=handles, loc="outside lower center", title="flush cause",
                ncols=max(1, min(len(handles), int(width // 2.7))))
     return fig
+
+
+def _bar_labels(runs: list[dict[str, Any]], labels: Sequence[str] | None) -> Sequence[str]:
+    """The given labels, else the scenario names told apart by what differs."""
+    if labels is not None:
+        if len(labels) != len(runs):
+            raise ValueError(f"{len(labels)} labels for {len(runs)} results")
+        return labels
+    names = [r.get("scenario", {}).get("name", f"run {i + 1}") for i, r in enumerate(runs)]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{i + 1}" for i, n in enumerate(names)]
+    return difference_labels(runs, names, sep="\n") if len(runs) > 1 else [fixes_phrase(runs[0])]
+
+
+def _columns(tables: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The operation kinds that flushed (map, unmap first) and the causes that appear."""
+    present = {k for t in tables for k, e in t.items() if e["ops"]}
+    kinds = [k for k in ("map", "unmap") if k in present]
+    kinds += [k for k in sorted(present - {"map", "unmap"})
+              if any(sum(t.get(k, {}).get("per_op", {}).values()) for t in tables)]
+    causes = [c for c in FLUSH_CAUSES
+              if any(t.get(k, {}).get("per_op", {}).get(c, 0) for t in tables for k in kinds)]
+    causes += sorted({c for t in tables for k in kinds for c in t.get(k, {}).get("per_op", {})
+                      if c not in FLUSH_CAUSES and t[k]["per_op"][c]})
+    return kinds, causes
+
+
+def _detail(runs: list[dict[str, Any]]) -> str:
+    first = runs[0]
+    if len(runs) == 1:
+        return describe(first)
+    vary = differing_keys(runs)
+    return (f"{first.get('scenario', {}).get('name', '?')} on {hardware_name(first)} · "
+            f"{fixes_phrase(first, vary)} · {seeds_phrase(run_seeds(first))} · "
+            f"bars: {len(runs)} runs compared")
 
 
 def _dominant(tables: list[dict[str, Any]], kinds: list[str], causes: list[str]) -> str | None:

@@ -1,3 +1,32 @@
-"""The figure kinds ``iommusim plot --kind`` offers (importable without matplotlib)."""
+"""The figure kinds of ``iommusim plot --kind``, by name (importable without matplotlib).
 
-KINDS = ("latency", "ops", "flushes", "timeline", "sweep", "reach")
+Each kind names the options that apply to it and its drawer, a function of
+``plots.render`` that takes a ``render.Request``; ``render.build_figure`` checks the
+options against this table and calls the drawer. A new figure is one entry here and
+one drawer there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Kind:
+    options: frozenset[str]  # of: metric, x, window, seed, second (a second RESULTS)
+    drawer: str  # the function of plots.render that draws it
+
+
+KINDS: dict[str, Kind] = {
+    "latency": Kind(frozenset({"seed"}), "draw_latency"),
+    "ops": Kind(frozenset({"seed"}), "draw_ops"),
+    "flushes": Kind(frozenset({"seed", "second"}), "draw_flushes"),
+    "timeline": Kind(frozenset({"window", "seed"}), "draw_timeline"),
+    "sweep": Kind(frozenset({"metric", "x"}), "draw_sweep"),
+    "reach": Kind(frozenset({"x"}), "draw_reach"),
+}
+
+
+def accepting(option: str) -> list[str]:
+    """The kinds an option applies to, in table order."""
+    return [name for name, kind in KINDS.items() if option in kind.options]

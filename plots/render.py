@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure
 from ..errors import InputError, Problem
 from .data import load_results, load_sweep, load_trace, trace_files
 from .flushes import flush_figure
-from .kinds import KINDS
+from .kinds import KINDS, accepting
 from .latency import dma_latency_figure
 from .ops import op_cost_figure
 from .reach import reach_figure
@@ -108,75 +109,119 @@ def _seed_of(trace: Path) -> int | None:
     return int(stem) if stem.isdigit() else None
 
 
+@dataclass(frozen=True)
+class Request:
+    """One ``iommusim plot``: the inputs (with what each is) and the options."""
+
+    paths: list[Path]
+    classes: list[str]  # "results", "sweep" or "trace" for each path
+    kind: str
+    metric: str | None = None
+    x: str | None = None
+    window: tuple[int | None, int | None] | None = None
+    seed: int | None = None
+    meaning: Meaning | None = None
+
+
 def build_figure(inputs: Sequence[str], kind: str | None = None, *, metric: str | None = None,
                  x: str | None = None, window: str | None = None,
                  seed: int | None = None, meaning: Meaning | None = None) -> tuple[Figure, str]:
     """Load ``inputs`` and draw one figure; returns (figure, kind). All checks first."""
     paths = [Path(p) for p in inputs]
     classes = [classify(p) for p in paths]
-    first, what = paths[0], classes[0]
     if kind is None:
-        kind = {"trace": "timeline", "sweep": "sweep", "results": "latency"}[what]
+        kind = {"trace": "timeline", "sweep": "sweep", "results": "latency"}[classes[0]]
     if kind not in KINDS:
         raise _bad("--kind", f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
-    if len(paths) > 2 or (len(paths) == 2 and kind != "flushes"):
-        raise _bad(str(paths[-1]), "a second RESULTS is only for --kind flushes "
-                   "(side by side)")
-    if window is not None and kind != "timeline":
-        raise _bad("--window", f"--window is for --kind timeline, not {kind}")
-    if metric is not None and kind != "sweep":
-        raise _bad("--metric", f"--metric is for --kind sweep, not {kind}")
-    if x is not None and kind not in ("sweep", "reach"):
-        raise _bad("--x", f"--x is for --kind sweep or reach, not {kind}")
-    if seed is not None and kind in ("sweep", "reach"):
-        raise _bad("--seed", f"--seed does not apply to --kind {kind} (it uses every seed)")
-    parsed_window = parse_window(window) if window is not None else None
+    given = {"second": len(paths) > 1, "window": window is not None,
+             "metric": metric is not None, "x": x is not None, "seed": seed is not None}
+    _check_options(kind, given, paths)
+    req = Request(paths, classes, kind, metric, x,
+                  parse_window(window) if window is not None else None, seed, meaning)
+    return globals()[KINDS[kind].drawer](req), kind
 
-    if kind in ("sweep", "reach"):
-        if what != "sweep":
-            raise _bad(str(first), f"--kind {kind} needs a sweep directory (with index.json); "
-                       "run a scenario that has a sweep: section")
-        sweep = load_sweep(first)
-        fig = sweep_figure(sweep, metric, x, meaning) if kind == "sweep" else reach_figure(sweep, x)
-        return fig, kind
-    if kind == "flushes":
-        loaded: list[dict[str, Any]] = []
-        for p, c in zip(paths, classes, strict=True):
-            if c == "trace":
-                raise _bad(str(p), "--kind flushes needs results, not a trace")
-            if c == "sweep":
-                if len(paths) > 1:
-                    raise _bad(str(p), "compare two results files, or draw one sweep alone")
-                return flush_figure(load_sweep(p), seed=seed), kind
-            loaded.append(load_results(p))
-        return flush_figure(loaded, seed=seed), kind
-    if kind == "timeline":
-        if what == "sweep":
-            raise _bad(str(first), "a timeline is drawn from one point; name a point "
-                       f"directory (e.g. {first / 'point-000'}) or a trace file")
-        if what == "trace":
-            trace_path = first
-            results = _sibling_results(first)
-            trace_seed = _seed_of(first)
-            if seed is not None and trace_seed is not None and seed != trace_seed:
-                raise _bad(str(first), f"this is the trace of seed {trace_seed}, not {seed}",
-                           "--seed")
-        else:
-            results = load_results(first)
-            folder = first if first.is_dir() else first.parent
-            trace_path, trace_seed = pick_trace(folder, results, seed)
-        records = load_trace(trace_path)
-        return timeline_figure(records, results, parsed_window, seed=trace_seed), kind
-    # latency, ops: one results file
-    if what == "trace":
-        raise _bad(str(first), f"--kind {kind} needs results (results.json or its directory), "
-                   "not a trace")
+
+def _check_options(kind: str, given: dict[str, bool], paths: list[Path]) -> None:
+    """Refuse an option the kind has no use for, naming the kinds that use it."""
+    def kinds(option: str) -> str:
+        return " or ".join(accepting(option))
+
+    fits = KINDS[kind].options
+    if len(paths) > 2 or (given["second"] and "second" not in fits):
+        raise _bad(str(paths[-1]), f"a second RESULTS is only for --kind {kinds('second')} "
+                   "(side by side)")
+    for option in ("window", "metric", "x"):
+        if given[option] and option not in fits:
+            raise _bad(f"--{option}", f"--{option} is for --kind {kinds(option)}, not {kind}")
+    if given["seed"] and "seed" not in fits:
+        raise _bad("--seed", f"--seed does not apply to --kind {kind} (it uses every seed)")
+
+
+# --- the drawers KINDS names ------------------------------------------------------------
+def _sweep_of(req: Request) -> dict[str, Any]:
+    if req.classes[0] != "sweep":
+        raise _bad(str(req.paths[0]), f"--kind {req.kind} needs a sweep directory (with "
+                   "index.json); run a scenario that has a sweep: section")
+    return load_sweep(req.paths[0])
+
+
+def draw_sweep(req: Request) -> Figure:
+    return sweep_figure(_sweep_of(req), req.metric, req.x, req.meaning)
+
+
+def draw_reach(req: Request) -> Figure:
+    return reach_figure(_sweep_of(req), req.x)
+
+
+def draw_flushes(req: Request) -> Figure:
+    loaded: list[dict[str, Any]] = []
+    for p, c in zip(req.paths, req.classes, strict=True):
+        if c == "trace":
+            raise _bad(str(p), "--kind flushes needs results, not a trace")
+        if c == "sweep":
+            if len(req.paths) > 1:
+                raise _bad(str(p), "compare two results files, or draw one sweep alone")
+            return flush_figure(load_sweep(p), seed=req.seed)
+        loaded.append(load_results(p))
+    return flush_figure(loaded, seed=req.seed)
+
+
+def draw_timeline(req: Request) -> Figure:
+    first, what, seed = req.paths[0], req.classes[0], req.seed
     if what == "sweep":
-        raise _bad(str(first), f"--kind {kind} draws one results file; name a point directory "
-                   f"(e.g. {first / 'point-000'})")
-    results = load_results(first)
-    builder = dma_latency_figure if kind == "latency" else op_cost_figure
-    return builder(results, seed), kind
+        raise _bad(str(first), "a timeline is drawn from one point; name a point "
+                   f"directory (e.g. {first / 'point-000'}) or a trace file")
+    if what == "trace":
+        trace_path = first
+        results = _sibling_results(first)
+        trace_seed = _seed_of(first)
+        if seed is not None and trace_seed is not None and seed != trace_seed:
+            raise _bad(str(first), f"this is the trace of seed {trace_seed}, not {seed}",
+                       "--seed")
+    else:
+        results = load_results(first)
+        folder = first if first.is_dir() else first.parent
+        trace_path, trace_seed = pick_trace(folder, results, seed)
+    return timeline_figure(load_trace(trace_path), results, req.window, seed=trace_seed)
+
+
+def _one_results(req: Request) -> dict[str, Any]:
+    first, what = req.paths[0], req.classes[0]
+    if what == "trace":
+        raise _bad(str(first), f"--kind {req.kind} needs results (results.json or its "
+                   "directory), not a trace")
+    if what == "sweep":
+        raise _bad(str(first), f"--kind {req.kind} draws one results file; name a point "
+                   f"directory (e.g. {first / 'point-000'})")
+    return load_results(first)
+
+
+def draw_latency(req: Request) -> Figure:
+    return dma_latency_figure(_one_results(req), req.seed)
+
+
+def draw_ops(req: Request) -> Figure:
+    return op_cost_figure(_one_results(req), req.seed)
 
 
 def _sibling_results(trace: Path) -> dict[str, Any] | None:

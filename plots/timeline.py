@@ -12,10 +12,8 @@ entry was finally flushed. Without a fault the story is the first lost cmpxchg r
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -24,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ..errors import InputError, Problem
+from .story import CPU_RE, Record, Story, StoryEvent, Trace, find_story, is_cpu
 from .style import (
     BLACK,
     BLUE,
@@ -42,8 +41,6 @@ from .style import (
     styled,
     thousands,
 )
-
-Record = dict[str, Any]
 
 # Transaction kind -> (colour, legend label, hatch); kinds sharing a label share an entry.
 COMMANDS = ("flush_write_buffer", "wait_invalidation", "invalidate_range", "invalidate_all",
@@ -71,8 +68,6 @@ INCIDENT_STYLE = {
     "stale_translation": ("v", PURPLE, "stale translation used"),
     "use_after_free": ("s", PURPLE, "walker read a freed table page"),
 }
-MAX_STORY = 9
-CPU_RE = re.compile(r"^cpu(\d+)$")
 
 
 def _bad_window(message: str) -> InputError:
@@ -98,312 +93,13 @@ def parse_window(text: str) -> tuple[int | None, int | None]:
     return lo, hi
 
 
-# --- the story --------------------------------------------------------------------------
-@dataclass
-class StoryEvent:
-    cycle: int
-    lane: str
-    text: str
-    marker: bool = True  # False: outside the window, told in the caption only
-
-
-@dataclass
-class Story:
-    window: tuple[int, int]
-    events: list[StoryEvent] = field(default_factory=list)
-    headline: str = ""
-    summary: str = ""  # one sentence: why it went wrong
-
-
-def _hex(value: Any) -> str:
-    return f"{value:#x}" if isinstance(value, int) else str(value)
-
-
-def _is_cpu(rec: Record) -> bool:
-    return bool(CPU_RE.match(str(rec["component"])))
-
-
-def _writes(rec: Record, pa: int) -> bool:
-    """A CPU store, or a cmpxchg that succeeded, at ``pa``."""
-    if not _is_cpu(rec) or rec.get("pa") != pa:
-        return False
-    if rec["event"] == "store":
-        return True
-    return rec["event"] == "cmpxchg" and rec.get("result") == rec.get("expected")
-
-
-def _flushes(rec: Record, pa: int) -> bool:
-    if not _is_cpu(rec) or rec["event"] != "flush":
-        return False
-    start, n = rec.get("pa"), rec.get("nbytes") or 1
-    return isinstance(start, int) and start <= pa < start + n
-
-
-def _lost(rec: Record) -> bool:
-    return _is_cpu(rec) and rec["event"] == "cmpxchg" and rec.get("result") != rec.get(
-        "expected")
-
-
-def _pos(records: Sequence[Record], rec: Record) -> int:
-    """The position of ``rec`` (the object itself, not an equal record) in ``records``."""
-    i = _positions.get(id(rec))
-    if i is None or i >= len(records) or records[i] is not rec:
-        _positions.clear()
-        _positions.update({id(r): i for i, r in enumerate(records)})
-        i = _positions[id(rec)]
-    return i
-
-
-_positions: dict[int, int] = {}  # id(record) -> position, checked on use
-
-
-def _op_start(records: Sequence[Record], rec: Record) -> int:
-    """The cycle at which the operation containing ``rec`` started (its own cycle if none)."""
-    i = _pos(records, rec)
-    for r in reversed(records[max(0, i - 5000):i]):
-        if r["component"] == rec["component"]:
-            if r["event"] == "op_start":
-                return int(r["cycle"])
-            if r["event"] == "op_end":
-                break
-    return int(rec["cycle"])
-
-
-def _write_text(rec: Record, flushed_before: bool) -> str:
-    cpu, pa = rec["component"], rec["pa"]
-    value = rec.get("new", rec.get("value"))
-    what = "cmpxchg" if rec["event"] == "cmpxchg" else "store"
-    text = f"{cpu} {what} at {_hex(pa)} writes {_hex(value)}"
-    if rec["event"] == "cmpxchg" and rec.get("expected") == 0:
-        text += " (installs a new table)"
-    if not flushed_before:
-        text += f", into {cpu}'s cache only: DRAM keeps the old value"
-    return text
-
-
-def _change(rec: Record) -> str:
-    """'0x5003 → 0x5403 (sets bit 0x400)' for a cmpxchg, 'writes 0x…' for a store."""
-    old, new = rec.get("expected"), rec.get("new", rec.get("value"))
-    if rec["event"] != "cmpxchg" or not isinstance(old, int) or not isinstance(new, int):
-        return f"writes {_hex(new)}"
-    text = f"{_hex(old)} → {_hex(new)}"
-    added, removed = new & ~old, old & ~new
-    if added and not removed and added & (added - 1) == 0:
-        text += f" (sets bit {_hex(added)})"
-    elif removed and not added and removed & (removed - 1) == 0:
-        text += f" (clears bit {_hex(removed)})"
-    return text
-
-
-def fault_story(records: Sequence[Record], fault: Record) -> Story:
-    """The events that led to ``fault`` (an iommu.walker fault record)."""
-    dev, f_cycle = fault.get("device"), int(fault["cycle"])
-    events: list[tuple[Record, str, str]] = []  # (record, lane, text)
-    complete = next((r for r in records if r["component"] == dev and r["event"] == "complete"
-                     and r.get("outcome") == "fault" and r["cycle"] >= f_cycle), None)
-    requests = [r for r in records if r["component"] == dev and r["event"] == "request"
-                and r["cycle"] <= f_cycle
-                and (complete is None or r.get("index") == complete.get("index"))]
-    request = requests[-1] if requests else None
-    r_cycle = int(request["cycle"]) if request else f_cycle
-    reads = [r for r in records if r["component"] == "iommu.port" and r["event"] == "read"
-             and r_cycle <= r["cycle"] <= f_cycle]
-    bad = next((r for r in reversed(reads) if r.get("stale") or r.get("freed")), None)
-    starts = [r_cycle]
-    ends = [int(complete["cycle"]) if complete else f_cycle]
-    why = ""
-    if bad is not None:
-        pa = bad["pa"]
-        before = [r for r in records if r["cycle"] <= bad["cycle"]]
-        writer = next((r for r in reversed(before) if _writes(r, pa)), None)
-        flush = None
-        if writer is not None:
-            after = records[_pos(records, writer) + 1:]
-            flush = next((r for r in after if _flushes(r, pa)), None)
-            flushed_before = flush is not None and flush["cycle"] < bad["cycle"]
-            events.append((writer, writer["component"], _write_text(writer, flushed_before)))
-            starts.append(_op_start(records, writer))
-            lost = [r for r in after if r["cycle"] <= r_cycle and _lost(r) and r.get("pa") == pa
-                    and r["component"] != writer["component"]]
-            if lost and not flushed_before and bad.get("stale"):
-                w, lz = writer["component"], lost[-1]["component"]
-                until = flush["cycle"] if flush is not None else f_cycle
-                irq = sum(int(r.get("duration") or 0) for r in after
-                          if r["component"] == w and r["event"] == "interrupt"
-                          and r["cycle"] < until)
-                held = f"; an interrupt held {w} for {irq:,} cycles" if irq else ""
-                why = (f"In short: {lz}'s map returned while the table entry it depends on was "
-                       f"still only in {w}'s cache ({w} had not flushed it yet{held}); the "
-                       "IOMMU walker does not snoop CPU caches, so it read the old value from "
-                       "DRAM and the DMA faulted.")
-            if lost:
-                loser = lost[-1]
-                events.append((loser, loser["component"],
-                               f"{loser['component']} cmpxchg at {_hex(pa)} fails: "
-                               f"{writer['component']} got there first, so "
-                               f"{loser['component']} continues under {writer['component']}'s "
-                               "entry"))
-                starts.append(_op_start(records, loser))
-        state = "a freed table page" if bad.get("freed") else "stale: the CPU view differs"
-        events.append((bad, "walker", f"the IOMMU walker reads {_hex(pa)} from DRAM and "
-                       f"gets {_hex(bad.get('value'))} ({state})"))
-        if flush is not None and flush["cycle"] > bad["cycle"]:
-            gap = int(flush["cycle"]) - f_cycle
-            when = f"{gap:,} cycles after the fault" if gap >= 0 else "before the fault"
-            events.append((flush, flush["component"],
-                            f"{flush['component']} flushes {_hex(pa)} "
-                            f"({flush.get('cause', 'flush')}): only now does DRAM hold it, "
-                            f"{when}"))
-            span = max(ends[0] - min(starts), 1)
-            if flush["cycle"] - ends[0] <= 3 * span:
-                ends.append(int(flush["cycle"]) + int(flush.get("cost") or 0))
-    if request is not None:
-        returned = [r for r in records if _is_cpu(r) and r["event"] == "op_end"
-                    and r_cycle - 50 <= r["cycle"] <= r_cycle]
-        if returned:
-            op = returned[-1]
-            events.append((op, op["component"], f"{op['component']}'s {op.get('op', 'op')} "
-                           f"returns {op.get('result')} (success)" if op.get("result") == 0
-                           else f"{op['component']}'s {op.get('op')} returns {op.get('result')}"))
-        access = "write" if request.get("is_write") else "read"
-        events.append((request, str(dev), f"{dev} starts a {request.get('size')}-byte {access} "
-                       f"DMA to iova {_hex(request.get('iova'))}"))
-    level = fault.get("level")
-    events.append((fault, "walker", f"FAULT: {dev} {fault.get('access')} at iova "
-                   f"{_hex(fault.get('iova'))}: {fault.get('reason')}"
-                   + (f" at level {level}" if level is not None else "")))
-    story = _finish(records, events, min(starts), max(ends))
-    story.headline = (f"first fault at cycle {f_cycle:,}: {dev} {fault.get('access')} "
-                      f"{_hex(fault.get('iova'))} ({fault.get('reason')})")
-    if why:
-        story.summary = why
-    return story
-
-
-def race_story(records: Sequence[Record], lost: Record) -> Story:
-    """A lost cmpxchg: who won, what was flushed, and the DMA that followed the map."""
-    pa, cpu = lost["pa"], lost["component"]
-    i = _pos(records, lost)
-    before = [r for r in reversed(records[:i]) if _writes(r, pa)]
-    # the winner installed the entry (a cmpxchg from empty); later cmpxchgs only mark it
-    writer = next((r for r in before if r["event"] == "store" or r.get("expected") == 0),
-                  before[0] if before else None)
-    events: list[tuple[Record, str, str]] = []
-    starts = [_op_start(records, lost)]
-    ends = [int(lost["cycle"])]
-    if writer is not None:
-        j = _pos(records, writer)
-        events.append((writer, writer["component"], _write_text(writer, True).replace(
-            " writes ", " wins: writes ")))
-        starts.append(_op_start(records, writer))
-        between = records[j + 1:i]
-        for r in [r for r in between if _flushes(r, pa)][:2]:
-            events.append((r, r["component"], f"{r['component']} flushes {_hex(pa)} "
-                           f"({r.get('cause', 'flush')}) to DRAM"))
-        for r in [r for r in between if _writes(r, pa)][:2]:
-            events.append((r, r["component"], f"{r['component']} {r['event']} at {_hex(pa)}: "
-                           f"{_change(r)}"))
-    events.append((lost, cpu, f"{cpu} cmpxchg at {_hex(pa)} fails: the slot already holds "
-                   f"{_hex(lost.get('result'))}, {cpu} continues under that entry"))
-    end = next((r for r in records[i:] if r["component"] == cpu and r["event"] == "op_end"),
-               None)
-    later = records[i:]
-    for r in [r for r in later if _flushes(r, pa)
-              and (end is None or r["cycle"] <= end["cycle"])][:1]:
-        events.append((r, r["component"], f"{r['component']} flushes {_hex(pa)} "
-                       f"({r.get('cause', 'flush')}) to DRAM"))
-    if end is not None:
-        events.append((end, cpu, f"{cpu}'s {end.get('op', 'op')} returns {end.get('result')}"))
-        ends.append(int(end["cycle"]))
-        request = next((r for r in later if r["event"] == "request"
-                        and end["cycle"] <= r["cycle"] <= end["cycle"] + 50), None)
-        if request is not None:
-            dev = request["component"]
-            access = "write" if request.get("is_write") else "read"
-            events.append((request, dev, f"{dev} starts a {request.get('size')}-byte {access} "
-                           f"DMA to iova {_hex(request.get('iova'))}"))
-            k = _pos(records, request)
-            done = next((r for r in records[k:] if r["component"] == dev
-                         and r["event"] == "complete" and r.get("index") == request.get("index")),
-                        None)
-            if done is not None:
-                stop = done["cycle"]
-                for r in records[k:]:
-                    if r["cycle"] > stop:
-                        break
-                    if r["component"] == "iommu.port" and r["event"] == "read" and r.get(
-                            "pa") == pa:
-                        note = (" (differs from the CPU view)" if r.get("stale") else "")
-                        events.append((r, "walker", f"the IOMMU walker reads {_hex(pa)}: "
-                                       f"{_hex(r.get('value'))}{note}"))
-                outcome = done.get("outcome")
-                how = (f"translated ({done.get('path')})" if outcome == "ok"
-                       else f"{outcome}: {done.get('reason')}")
-                events.append((done, dev, f"{dev}'s DMA completes after "
-                               f"{done.get('latency')} cycles: {how}"))
-                ends.append(int(stop))
-    story = _finish(records, events, min(starts), max(ends))
-    winner = writer["component"] if writer is not None else "another CPU"
-    story.headline = (f"no fault; first lost cmpxchg race at cycle {lost['cycle']:,}: "
-                      f"{winner} and {cpu} both install at {_hex(pa)}")
-    return story
-
-
-def _finish(records: Sequence[Record], events: list[tuple[Record, str, str]], start: int,
-            end: int) -> Story:
-    seen = set()
-    uniq = []
-    for rec, lane, text in sorted(events, key=lambda e: (e[0]["cycle"], _pos(records, e[0]))):
-        if id(rec) not in seen:
-            seen.add(id(rec))
-            uniq.append(StoryEvent(int(rec["cycle"]), lane, text))
-    return Story(_padded(start, end), uniq[:MAX_STORY])
-
-
-def _padded(start: int, end: int) -> tuple[int, int]:
-    span = max(end - start, 200)
-    pad = max(int(span * 0.04), 50)
-    return max(0, start - pad), end + pad
-
-
-def find_story(records: Sequence[Record], window: tuple[int | None, int | None] | None = None
-               ) -> Story:
-    """The window to show and the events to number. With an explicit ``window`` the
-    story is about the first fault (else race) inside it."""
-    lo = hi = None
-    if window is not None:
-        lo, hi = window
-    inside = [r for r in records if (lo is None or r["cycle"] >= lo)
-              and (hi is None or r["cycle"] <= hi)]
-    fault = next((r for r in inside if r["component"] == "iommu.walker"
-                  and r["event"] == "fault"), None)
-    lost = next((r for r in inside if _lost(r)), None)
-    if fault is not None:
-        story = fault_story(records, fault)
-    elif lost is not None:
-        story = race_story(records, lost)
-    else:
-        first = next((r["cycle"] for r in records if r["event"] == "op_start"),
-                     records[0]["cycle"])
-        last = records[-1]["cycle"]
-        story = Story(_padded(first, min(last, first + 20_000)))
-        story.headline = "no fault and no cmpxchg race in the trace"
-    if window is not None:
-        w_lo = lo if lo is not None else min(r["cycle"] for r in records)
-        w_hi = hi if hi is not None else max(r["cycle"] for r in records)
-        story.window = (w_lo, w_hi)
-    for ev in story.events:
-        ev.marker = story.window[0] <= ev.cycle <= story.window[1]
-    return story
-
-
 # --- drawing ----------------------------------------------------------------------------
 def lanes_of(records: Sequence[Record]) -> list[tuple[str, str]]:
     """[(lane name, kind)] in drawing order: CPUs, devices, the walker."""
-    cpus = sorted({r["component"] for r in records if _is_cpu(r)},
+    cpus = sorted({r["component"] for r in records if is_cpu(r)},
                   key=lambda c: int(CPU_RE.match(c)[1]))  # type: ignore[index]
     devices = sorted({r["component"] for r in records if r["event"] in ("request", "complete")
-                      and not _is_cpu(r)})
+                      and not is_cpu(r)})
     return [(c, "cpu") for c in cpus] + [(d, "device") for d in devices] + [("walker", "walker")]
 
 
@@ -417,7 +113,7 @@ def timeline_figure(trace: Sequence[Record], results: dict[str, Any] | None = No
     fault (or first lost cmpxchg). ``results`` (optional) supplies the title and clock."""
     if isinstance(window, str):
         window = parse_window(window)
-    records = list(trace)
+    records = Trace(trace)
     if not records:
         raise InputError([Problem("trace", None, "", "the trace is empty")])
     story = find_story(records, window)
@@ -454,20 +150,37 @@ def timeline_figure(trace: Sequence[Record], results: dict[str, Any] | None = No
                        zorder=1)
     _callouts(ax, numbered, story.events, y_of, lo, hi)
 
+    _lane_axes(ax, lanes, lo, hi, (results or {}).get("hardware", {}).get("clock_ghz"))
+    ax_legend.legend(handles=list(used.values()), loc="center", ncols=min(5, len(used)),
+                     frameon=False, fontsize=8.5, handlelength=1.8, columnspacing=1.4)
+    _caption(ax_caption, story, caption, wrapped, summary, n_caption_lines)
+    what = f"Race timeline, cycles {lo:,}–{hi:,}"
+    if results is not None:
+        seeds = [seed] if seed is not None else None
+        detail = describe(results, seeds)
+    else:
+        detail = f"trace{'' if seed is None else f' of seed {seed}'}"
+    set_title(fig, what, detail, width=150)
+    return fig
+
+
+def _lane_axes(ax: Axes, lanes: list[tuple[str, str]], lo: int, hi: int,
+               clock: float | None) -> None:
+    """Cycles on x (ns on top when the clock is known), one labelled row per lane."""
     ax.set_xlim(lo, hi)
     ax.set_ylim(len(lanes) - 0.2, -0.8)
     ax.set_yticks(range(len(lanes)), [_lane_label(n, k) for n, k in lanes])
     ax.grid(axis="y", visible=False)
     ax.xaxis.set_major_formatter(thousands)
     ax.set_xlabel("cycle")
-    clock = (results or {}).get("hardware", {}).get("clock_ghz")
     cycles_axis_ns(ax, clock)
     for i in range(1, len(lanes)):
         ax.axhline(i - 0.5, color="#CCCCCC", linewidth=0.6, zorder=0)
 
-    handles = [h for h in used.values()]
-    ax_legend.legend(handles=handles, loc="center", ncols=min(5, len(handles)), frameon=False,
-                     fontsize=8.5, handlelength=1.8, columnspacing=1.4)
+
+def _caption(ax_caption: Axes, story: Story, caption: list[StoryEvent],
+             wrapped: list[list[str]], summary: list[str], n_caption_lines: int) -> None:
+    """The headline, the numbered events (a fault in red) and the why, below the lanes."""
     y = 1.0
     step = 1.0 / max(n_caption_lines, 1)
     if story.headline:
@@ -485,15 +198,6 @@ def timeline_figure(trace: Sequence[Record], results: dict[str, Any] | None = No
         ax_caption.text(0.0, y, line, transform=ax_caption.transAxes, va="top", fontsize=9.5,
                         fontstyle="italic")
         y -= step
-
-    what = f"Race timeline, cycles {lo:,}–{hi:,}"
-    if results is not None:
-        seeds = [seed] if seed is not None else None
-        detail = describe(results, seeds)
-    else:
-        detail = f"trace{'' if seed is None else f' of seed {seed}'}"
-    set_title(fig, what, detail, width=150)
-    return fig
 
 
 def _caption_line(i: int, e: StoryEvent) -> str:
@@ -521,7 +225,34 @@ def _bars(ax: Axes, spans: list[tuple[float, float]], y: float, height: float, c
                        linewidths=lw, hatch=hatch or None, zorder=z)
 
 
-def _draw_cpus(ax: Axes, records: Sequence[Record], lanes: list[tuple[str, str]],
+def _draw_ops(ax: Axes, mine: list[Record], y: int, lo: int, hi: int,
+              used: dict[str, Any]) -> None:
+    """A light band per CPU operation (map, unmap, ...) with its name when it fits."""
+    min_w = (hi - lo) * 0.0025
+    start = None
+    ops: list[tuple[float, float, str]] = []
+    for r in mine:
+        if r["event"] == "op_start":
+            start = r
+        elif r["event"] == "op_end" and start is not None:
+            ops.append((start["cycle"], r["cycle"], str(r.get("op", ""))))
+            start = None
+    if start is not None:
+        ops.append((start["cycle"], mine[-1]["cycle"], str(start.get("op", ""))))
+    ops = [o for o in ops if o[1] >= lo and o[0] <= hi]
+    if not ops:
+        return
+    _bars(ax, [(a, max(b - a, min_w)) for a, b, _ in ops], y, 0.86, LIGHT_GREY,
+          edge="#AAAAAA", lw=0.6, z=1)
+    used.setdefault(OP_LABEL, Patch(facecolor=LIGHT_GREY, edgecolor="#AAAAAA", label=OP_LABEL))
+    for a, b, op in ops:
+        mid = (max(a, lo) + min(b, hi)) / 2
+        if min(b, hi) - max(a, lo) > (hi - lo) * 0.06:
+            ax.text(mid, y - 0.36, op, ha="center", va="center", fontsize=7.5,
+                    color="#555555", zorder=2)
+
+
+def _draw_cpus(ax: Axes, records: Trace, lanes: list[tuple[str, str]],
                y_of: dict[str, int], lo: int, hi: int, used: dict[str, Any]) -> None:
     min_w = (hi - lo) * 0.0025
     for name, kind in lanes:
@@ -529,27 +260,7 @@ def _draw_cpus(ax: Axes, records: Sequence[Record], lanes: list[tuple[str, str]]
             continue
         y = y_of[name]
         mine = [r for r in records if r["component"] == name]
-        start = None
-        ops: list[tuple[float, float, str]] = []
-        for r in mine:
-            if r["event"] == "op_start":
-                start = r
-            elif r["event"] == "op_end" and start is not None:
-                ops.append((start["cycle"], r["cycle"], str(r.get("op", ""))))
-                start = None
-        if start is not None:
-            ops.append((start["cycle"], mine[-1]["cycle"], str(start.get("op", ""))))
-        ops = [o for o in ops if o[1] >= lo and o[0] <= hi]
-        if ops:
-            _bars(ax, [(a, max(b - a, min_w)) for a, b, _ in ops], y, 0.86, LIGHT_GREY,
-                  edge="#AAAAAA", lw=0.6, z=1)
-            used.setdefault(OP_LABEL, Patch(facecolor=LIGHT_GREY, edgecolor="#AAAAAA",
-                                            label=OP_LABEL))
-            for a, b, op in ops:
-                mid = (max(a, lo) + min(b, hi)) / 2
-                if min(b, hi) - max(a, lo) > (hi - lo) * 0.06:
-                    ax.text(mid, y - 0.36, op, ha="center", va="center", fontsize=7.5,
-                            color="#555555", zorder=2)
+        _draw_ops(ax, mine, y, lo, hi, used)
         by_style: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
         waits: list[tuple[float, float]] = []
         irqs: list[tuple[float, float]] = []
@@ -590,16 +301,9 @@ def _draw_cpus(ax: Axes, records: Sequence[Record], lanes: list[tuple[str, str]]
                             bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
 
 
-_done_cache: dict[str, Any] = {}
-
-
-def _command_done(records: Sequence[Record], rec: Record) -> int | None:
+def _command_done(records: Trace, rec: Record) -> int | None:
     """The cycle the IOMMU finished the command ``rec`` (a blocking CPU command)."""
-    if _done_cache.get("records") is not records:
-        _done_cache["records"] = records
-        _done_cache["done"] = [r for r in records if r["component"] == "iommu.invalidation"
-                               and r["event"] == "done"]
-    for d in _done_cache["done"]:
+    for d in records.commands_done():
         if d["cycle"] >= rec["cycle"] and d.get("source") == rec["component"] and d.get(
                 "kind", rec["event"]) == rec["event"]:
             return int(d["cycle"])

@@ -164,6 +164,8 @@ class Iommu:
         return Translation(OK, pa, "iotlb")
 
     def _walk(self, device: str, domain: int, iova: int, is_write: bool) -> Events:
+        """One page walk: walk-cache probes, then item reads down to the leaf. Inlined in
+        one function: it runs for every IOTLB miss, the hot path of DMA simulation."""
         env, cfg = self.env, self.cfg
         self.walks += 1
         hw = self.formats.get(domain)
