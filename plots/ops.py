@@ -8,19 +8,20 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from ..units import parse_size
 from .data import hist_mean, hist_percentile, pooled, select_runs
 from .latency import draw_cdf, draw_histogram, latency_xlim
 from .style import PALETTE, cycles_axis_ns, describe, fmt_num, new_figure, set_title, styled
 
 KIND_ORDER = ("map", "unmap", "read_and_clear_dirty")
-SIZE_ORDER = {"K": 10, "M": 20, "G": 30, "T": 40}
 
 
 def _size_key(group: str) -> tuple[int, int]:
-    size = group.partition(" ")[2]
-    if size[-1:] in SIZE_ORDER and size[:-1].isdigit():
-        return SIZE_ORDER[size[-1]], int(size[:-1])
-    return (0, int(size)) if size.isdigit() else (99, 0)
+    """"map 4K" -> (0, 4096): groups by size, unsized ones last."""
+    try:
+        return 0, parse_size(group.partition(" ")[2])
+    except ValueError:
+        return 1, 0
 
 
 def split_groups(dist: dict[str, Counter[int]]) -> dict[str, dict[str, Counter[int]]]:

@@ -9,12 +9,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from ..errors import InputError, Problem
+from ..units import format_size
 from .style import (
     GREY,
     PALETTE,
     cycles_axis_ns,
     describe,
-    format_size,
     new_figure,
     set_title,
     styled,

@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from .. import units
+
 # Okabe & Ito, "Color Universal Design" (2008).
 BLACK = "#000000"
 ORANGE = "#E69F00"
@@ -108,39 +110,23 @@ def fmt_num(value: float) -> str:
 thousands = FuncFormatter(lambda v, _pos: f"{v:,.0f}")
 
 
-def format_size(n: float) -> str:
-    """4096 -> "4K", 2**21 -> "2M" (binary units, as scenario files write them)."""
-    n = int(n)
-    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return str(n)
-
-
-SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-
-
 def parse_size(value: Any) -> int | float | None:
-    """A number, or a size string ("64K", "2M", "4096"); None for anything else."""
+    """A number, or a size string ("64K", "2M", "4096"), as a number; None for anything
+    else (sweep values on an axis)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
         return value
     if isinstance(value, str):
-        text = value.strip().upper().removesuffix("IB").removesuffix("B")
-        unit = text[-1:] if text[-1:] in SIZE_UNITS and text[-1:] else ""
-        digits = text[: len(text) - len(unit)]
-        if digits.isdigit():
-            return int(digits) << SIZE_UNITS[unit]
         try:
-            return float(text)
+            return units.parse_size(value)
+        except ValueError:
+            pass
+        try:
+            return float(value)
         except ValueError:
             return None
     return None
-
-
-def is_size_string(value: Any) -> bool:
-    return isinstance(value, str) and value.strip()[-1:].upper() in "KMGT"
 
 
 def format_value(value: Any) -> str:

@@ -13,13 +13,12 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
 from ..errors import InputError, Problem, did_you_mean
+from ..units import format_size, is_size_string
 from .data import metric_names, metric_stats
 from .style import (
     PALETTE,
     describe,
-    format_size,
     format_value,
-    is_size_string,
     new_figure,
     parse_size,
     set_title,

@@ -23,39 +23,21 @@ from pydantic import (
     model_validator,
 )
 
+from .. import units
 from ..hwmodels.config import InterruptsConfig
 from ..tables.fixes import Fixes
 from ..tables.transactions import ALL_KINDS
 
-SIZE_UNITS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
-SIZE_RE = re.compile(r"\s*(\d+)\s*([KMGT]?)(?:i?B)?\s*", re.I)
-
 
 def parse_size(value: Any) -> Any:
     """Accept 4096, "4K", "2M", "1G" (binary units); leave other types to the schema."""
-    if isinstance(value, str):
-        m = SIZE_RE.fullmatch(value)
-        if not m:
-            raise ValueError(f"{value!r} is not a size; use an integer or 4K, 2M, 1G")
-        return int(m[1]) << SIZE_UNITS[m[2].upper()]
-    return value
-
-
-def format_size(n: int) -> str:
-    """The inverse of parse_size: 4096 -> "4K", 2**21 -> "2M", 3 * 2**20 + 4096 -> "3076K"."""
-    for unit, shift in (("T", 40), ("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return str(n)
-
-
-# For editors (JSON Schema): an integer or a size string ("4K", "2MiB").
-SIZE_PATTERN = r"^\s*[0-9]+\s*[KMGTkmgt]?([iI]?[bB])?\s*$"
+    return units.parse_size(value) if isinstance(value, str) else value
 
 
 def size_json_schema(minimum: dict[str, int]) -> WithJsonSchema:
     return WithJsonSchema(
-        {"anyOf": [{"type": "integer", **minimum}, {"type": "string", "pattern": SIZE_PATTERN}]}
+        {"anyOf": [{"type": "integer", **minimum},
+                   {"type": "string", "pattern": units.SIZE_PATTERN}]}
     )
 
 
