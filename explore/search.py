@@ -3,7 +3,7 @@
 ``iommusim explore`` resolves the scenario (its ``explore:`` section or the defaults
 of a known catalog race, then ``--set``), turns the configured noise off (interrupts
 and jitter: the explorer's choices are then the only nondeterminism), and runs the
-scenario's first seed under a ``scenarios.control.Controller``:
+scenario's first seed under an ``explore.control.Controller``:
 
 1. the FIFO run (stock SimPy order, no preemption, no eviction): run 0. It fixes k, the
    number of choice points, and the step bound;
@@ -38,7 +38,7 @@ fails; the default for your own scenarios), ``symptom`` (the expectations descri
 the bug, as in the catalog, whose default this is: a run showing one fails) or
 ``ignore``. A failing run is *shrunk* (its deviations dropped one at a time while the
 same first check still fails), run once more with the trace on, and saved as a
-replay file (``scenarios.replay``).
+replay file (``explore.replay``).
 
 Runs are independent, so ``jobs`` processes run them; results are consumed in the
 enumeration order, so ``--jobs 2`` runs exactly the choice lists ``--jobs 1`` runs and

@@ -44,7 +44,7 @@ the core away for ``duration`` cycles, fixed or exponentially distributed.
 ``charge(tx)`` computes the effect and cost of a non-blocking transaction without
 touching the clock, so a caller may run several before yielding.
 
-Preemption hook (schedule exploration, ``scenarios.control``): when ``preempt`` is set,
+Preemption hook (schedule exploration, ``explore.control``): when ``preempt`` is set,
 it is called as ``preempt(core, tx)`` at every transaction boundary, where interrupts are
 taken, before ``tx`` takes effect; a non-zero return takes the core away for that many
 cycles, like an interrupt (traced as an ``interrupt`` with ``source="explorer"``). None,
