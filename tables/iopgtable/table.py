@@ -155,6 +155,20 @@ class LegacyTable:
         return self.drv.pgsize_bitmap
 
     @property
+    def aperture_end(self) -> int:
+        """The last IOVA the domain translates (``domain->geometry.aperture_end``):
+        VT-d the guest address width, AMD v1 what its largest mode spans, AMD v2 the
+        lower canonical half (PASID 0 has no sign extension), ARM LPAE the IAS."""
+        d: Any = self.drv
+        if self.implementation == "vtd":
+            return (1 << d.gaw) - 1
+        if self.implementation == "amd-v1":
+            return min((1 << (12 + 9 * d.hpt_level)) - 1, (1 << 64) - 1)
+        if self.implementation == "amd-v2":
+            return (1 << (12 + 9 * d.levels - 1)) - 1
+        return (1 << d.ias) - 1
+
+    @property
     def live_table_pages(self) -> int:
         return self.executor.allocator.live_pages
 
