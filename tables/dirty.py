@@ -1,8 +1,9 @@
 """Dirty tracking: read_and_clear_dirty and the per-format dirty-bit helpers.
 
-AMDv1's dirty state is the OR over a contiguous block and cleaning clears every
-item; VT-d's is per item. No cache flush: dirty tracking and DMA_INCOHERENT never
-go together.
+AMDv1's and ARMv8's dirty state is the OR over a contiguous block and cleaning
+cleans every item; VT-d's is per item. What "dirty" means is the format's
+(``item_is_dirty``: a set D bit, or ARMv8's writable DBM item). No cache flush, as in
+the kernel (only ARMv8 offers dirty tracking and DMA_INCOHERENT together).
 """
 
 from __future__ import annotations
@@ -55,20 +56,20 @@ def _block(pts: State) -> range:
 
 def is_write_dirty(pts: State) -> Gen:
     """Read the D bits from memory (the walker sets them there, not in pts.entry)."""
-    d = pts.range.common.fmt.dirty_bit
+    c = pts.range.common
     for index in _block(pts):
         value = yield (LOAD, pts.table + index * 8)
-        if value & d:
+        if c.fmt.item_is_dirty(c, value):
             return True
     return False
 
 
 def make_write_clean(pts: State) -> Gen:
-    d = pts.range.common.fmt.dirty_bit
+    c = pts.range.common
     for index in _block(pts):
         pa = pts.table + index * 8
         value = yield (LOAD, pa)
-        yield (STORE, pa, value & ~d)
+        yield (STORE, pa, c.fmt.item_make_clean(c, value))
 
 
 def record_dirty(pts: State, dirty: DirtyArgs, n: int) -> Gen:
@@ -109,7 +110,7 @@ def _read_and_clear_dirty(rng: Range, dirty: DirtyArgs, level: int, table: int) 
 
 def read_and_clear_dirty(c: Common, iova: int, size: int, dirty: DirtyArgs) -> Gen:
     """0 or -errno; dirty runs go to ``dirty.runs``, cleaned ranges to its gather."""
-    if not c.fmt.dirty_bit:
+    if not c.fmt.dirty_supported(c):
         return -EOPNOTSUPP
     err = make_range_checked_len(iova, size)
     if err:

@@ -291,9 +291,13 @@ def install_leaf_entry(pts: State, oa: int, oasz_lg2: int, attrs: int) -> Gen:
         return
     entry = c.fmt.leaf_entry(c, pts.level, oa, oasz_lg2, attrs)
     base = pts.table + (pts.index << ITEM_WORD_LG2)
-    for k in range(1 << (oasz_lg2 - isz(pts))):
-        yield (STORE, base + (k << ITEM_WORD_LG2), entry)
-    pts.entry = entry
+    n = 1 << (oasz_lg2 - isz(pts))
+    # ARMv8 advances the OA in each item of a contiguous block; the others repeat it.
+    stride = c.fmt.leaf_item_stride(c, pts.level) if n > 1 else 0
+    for k in range(n):
+        yield (STORE, base + (k << ITEM_WORD_LG2), entry + k * stride)
+    # As armv8.h does, a contiguous install leaves pts.entry one stride past the block.
+    pts.entry = entry + n * stride
 
 
 def clear_entries(pts: State, num_contig_lg2_: int) -> Gen:

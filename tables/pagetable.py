@@ -23,7 +23,14 @@ from .memory import KERNEL_DATA_BASE, FaultInjector
 from .transactions import CHANGE_TOP, LOAD
 
 # Address width when the caller gives none: what the format is normally used with.
-DEFAULT_VASZ = {"amdv1": 64, "amdv1_mock": 56, "x86_64": 48, "vtdss": 48, "riscv64": 48}
+DEFAULT_VASZ = {
+    "amdv1": 64,
+    "amdv1_mock": 56,
+    "x86_64": 48,
+    "vtdss": 48,
+    "riscv64": 48,
+    "armv8": 48,  # an SMMUv3 CD with T0SZ = 16
+}
 
 
 def default_top_level(fmt: Format, vasz: int) -> int:
@@ -73,7 +80,8 @@ class PageTable:
             level = default_top_level(f, vasz) if top_level is None else top_level
             cfg["top_level"] = max(level, 3) if f.name == "x86_64" and top_level is None else level
         elif top_level is not None:
-            raise ValueError("riscv64 derives its top level from vasz_lg2 (39, 48 or 57)")
+            widths = " (39, 48 or 57)" if f.name == "riscv64" else ""
+            raise ValueError(f"{f.name} derives its top level from vasz_lg2{widths}")
         self._setup(
             f,
             cfg,

@@ -108,9 +108,11 @@ def set_dirty(c: Common, iova: int) -> Gen:
 
 
 def make_write_dirty(pts: State) -> Gen:
-    """cmpxchg the current item from pts.entry to pts.entry | D; True on success."""
+    """cmpxchg the current item from pts.entry to its dirty value; True on success."""
     c = pts.range.common
-    new = pts.entry | c.fmt.dirty_bit
+    new = c.fmt.item_make_dirty(c, pts.entry)
+    if new is None:
+        return False  # ARMv8 without DBM on the item: cannot be made dirty
     found = yield (CMPXCHG, item_pa(pts), pts.entry, new)
     if found == pts.entry:
         pts.entry = new

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import amdv1, amdv1_mock, riscv64, vtdss, x86_64
+from . import amdv1, amdv1_mock, armv8, riscv64, vtdss, x86_64
 from .base import EMPTY, ENTRY_TYPE_NAMES, OA, TABLE, Format
 
 FORMATS: dict[str, Format] = {
-    m.FORMAT.name: m.FORMAT for m in (amdv1, amdv1_mock, x86_64, vtdss, riscv64)
+    m.FORMAT.name: m.FORMAT for m in (amdv1, amdv1_mock, x86_64, vtdss, riscv64, armv8)
 }
 
 

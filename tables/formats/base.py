@@ -131,6 +131,26 @@ class Format:
         """IOMMU prot bits -> (0 or -errno, descriptor bits)."""
         raise NotImplementedError
 
+    def leaf_item_stride(self, common: Common, level: int) -> int:
+        """What each further item of a contiguous leaf adds to the first one: 0 (every
+        item repeats the entry) except in ARMv8, where each item holds its own OA."""
+        return 0
+
+    # --- dirty tracking (the D bit by default; ARMv8 DBM overrides) ------------------
+    def dirty_supported(self, common: Common) -> bool:
+        """pt_dirty_supported."""
+        return bool(self.dirty_bit)
+
+    def item_is_dirty(self, common: Common, raw: int) -> bool:
+        return bool(raw & self.dirty_bit)
+
+    def item_make_clean(self, common: Common, raw: int) -> int:
+        return raw & ~self.dirty_bit
+
+    def item_make_dirty(self, common: Common, raw: int) -> int | None:
+        """The dirty value of ``raw``, or None when the item cannot be made dirty."""
+        return raw | self.dirty_bit
+
     def sw_bit(self, bitnr: int) -> int:
         return self.sw_bits[bitnr]
 

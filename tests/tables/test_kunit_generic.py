@@ -361,9 +361,9 @@ def test_attr_from_entry(kunit_fmt_priv) -> None:
 
 # --- test_dirty -----------------------------------------------------------------------
 def dirty_supported(priv) -> bool:
-    """pt_dirty_supported: formats with dirty helpers support it (no format here
-    overrides the default); without them the default answer is false."""
-    return bool(priv.fmt.dirty_bit)
+    """pt_dirty_supported: formats with dirty helpers support it; ARMv8 overrides the
+    default and asks for PT_FEAT_ARMV8_DBM."""
+    return priv.fmt.dirty_supported(priv.common)
 
 
 def lvl_dirty(priv, pts: it.State, arg):

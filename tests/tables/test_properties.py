@@ -95,6 +95,10 @@ CONFIGS = [
         {"vasz_lg2": 39, "features": {"sign_extend"}},
         bases=(0, UPPER_39),
     ),
+    # ARMv8 stage 1 (contiguous 64K / 32M / 16G entries), incoherent, and stage 2.
+    Config("armv8", "armv8", {}, bases=(0, 1 << 40)),
+    Config("armv8_incoherent", "armv8", {"features": {"dma_incoherent"}}, bases=(0, 1 << 45)),
+    Config("armv8_s2_39", "armv8", {"vasz_lg2": 39, "features": {"armv8_s2", "armv8_dbm"}}),
 ]
 
 WINDOW_LG2 = 32
@@ -180,7 +184,8 @@ def census(pt: PageTable, cfg: Config, view: str) -> dict[int, tuple[int, int]]:
 
     The CPU view starts at the software top_of_table, the hardware view at the root
     the hardware was programmed with (CHANGE_TOP) and reads DRAM only. The items of
-    a contiguous block must all hold the same value.
+    a contiguous block must all hold the same value (ARMv8: each its own OA, one
+    stride apart).
     """
     c = pt.common
     fmt = c.fmt
@@ -211,7 +216,9 @@ def census(pt: PageTable, cfg: Config, view: str) -> dict[int, tuple[int, int]]:
                 n = fmt.entry_num_contig_lg2(c, level, raw)
                 assert index % (1 << n) == 0, f"contiguous block at {va:#x} misaligned"
                 block = items[index : index + (1 << n)]
-                assert block == [raw] * (1 << n), f"contiguous block at {va:#x} torn"
+                stride = fmt.leaf_item_stride(c, level) if n else 0
+                want = [raw + k * stride for k in range(1 << n)]
+                assert block == want, f"contiguous block at {va:#x} torn"
                 found[va] = (1 << (isz + n), fmt.entry_oa(c, level, raw))
                 skip_to = index + (1 << n)
 
@@ -389,8 +396,26 @@ for _n, _cfg in enumerate(CONFIGS):
             0x11000 + 0x21000,
             {1 << 12: 2, 1 << 16: 3},
         ),
+        # ARMv8: the contiguous hint gives 64K between 4K and 2M ...
+        (
+            "armv8",
+            {},
+            0x20_0000 - 0x11000,
+            0x4020_0000 - 0x11000,
+            0x11000 + 0x21000,
+            {1 << 12: 2, 1 << 16: 3},
+        ),
+        # ... and 32M between 2M and 1G.
+        (
+            "armv8",
+            {},
+            0x200_0000 - 0x20_0000,
+            0x1_0200_0000 - 0x20_0000,
+            0x20_0000 + 0x200_0000 + 0x1000,
+            {1 << 21: 1, 1 << 25: 1, 1 << 12: 1},
+        ),
     ],
-    ids=["x86_64", "amdv1", "riscv64_napot"],
+    ids=["x86_64", "amdv1", "riscv64_napot", "armv8_64k", "armv8_32m"],
 )
 def test_one_map_emits_several_page_sizes(fmt, kwargs, va, pa, size, sizes) -> None:
     """S6 map_range: one call installs the greedy mix of page sizes (checked by a
