@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from iommusim.hwmodels.dma import FAULT, OK
-from iommusim.tables.formats import amdv1, riscv64, vtdss, x86_64
+from iommusim.tables.formats import amdv1, armv8, riscv64, vtdss, x86_64
 
 IOVA = 0x4000_0000
 PA = 0x1_2345_6000
@@ -308,3 +308,86 @@ def test_riscv_pointer_with_leaf_only_bits_is_reserved(sim):
     # A pointer at level 0 does not exist: a valid RWX=0 item there is reserved.
     mem.device_write(_neighbour(l0), riscv64.V | (PA >> 12) << riscv64.PPN_SHIFT)
     assert _fault(s.walked(IOVA + 0x1000).translation, "reserved", 0)
+
+
+# --- ARMv8 stage 1: page bit, level-0 blocks, the contiguous hint, APTable, AF --------------
+
+
+def test_armv8_level0_item_without_the_page_bit_is_invalid(sim):
+    """Software: at level 0 the kernel does not check bit 1 ("must be a page"), so a
+    valid item with bits 1:0 = 01 is a leaf. Hardware: 01 at Arm level 3 is a
+    reserved encoding, treated as invalid (translation fault)."""
+    s = sim("armv8")
+    s.map(IOVA, PA, 0x2000)
+    l0 = s.steps(IOVA)[-1]
+    page = IOVA + 0x1000
+    s.m.memory.device_write(_neighbour(l0), s.steps(page)[-1].raw & ~armv8.PAGE)
+    assert s.pt.iova_to_phys(page, view="peek") == PA + 0x1000
+    assert _fault(s.walked(page).translation, "not_present", 0)
+    assert s.walked(IOVA).translation.outcome == OK
+
+
+def test_armv8_block_at_the_top_level_is_invalid(sim):
+    """No blocks at Arm level 0 with the 4K granule: software reports the item empty
+    (can_have_leaf), the hardware faults as for an invalid descriptor."""
+    s = sim("armv8")
+    s.map(IOVA, PA, 0x1000)
+    top = s.steps(IOVA)[0]
+    assert top.level == 3
+    s.m.memory.device_write(_neighbour(top), armv8.VALID | armv8.AF | 1 << 39)
+    va = IOVA + (1 << 39)
+    assert [st.kind for st in s.steps(va)] == ["empty"]
+    assert _fault(s.walked(va).translation, "not_present", 3)
+
+
+def test_armv8_contiguous_hint_is_not_used(sim):
+    """The modelled TLB ignores the contiguous hint: each item of a 64K entry is
+    walked and cached on its own (4K IOTLB entries), and translates through its own
+    OA. Software takes any item's OA aligned down to the block: an item whose OA
+    disagrees with its block (a misprogrammed hint) translates differently."""
+    s = sim("armv8")
+    s.map(IOVA, 0x1_2340_0000, 0x1_0000)
+    l0 = s.steps(IOVA)[-1]
+    assert l0.raw & armv8.CONTIG
+    assert s.walked(IOVA).translation.pa == 0x1_2340_0000
+    tr = s.dma(IOVA + 0x5008).translation
+    assert (tr.outcome, tr.pa, tr.path) == (OK, 0x1_2340_5008, "walk_cache")
+    assert s.m.iotlb.stats()["fills"] == 2
+
+    item5 = _neighbour(l0, 5)
+    s.m.memory.device_write(item5, (s.steps(IOVA + 0x5000)[-1].raw & ~armv8.OA_MASK) | PA)
+    # Software: item 5's OA, aligned down to 64K, plus the offset in the block.
+    assert s.pt.iova_to_phys(IOVA + 0x5008, view="peek") == (PA & ~0xFFFF) + 0x5008
+    tr = s.walked(IOVA + 0x5008).translation
+    assert (tr.outcome, tr.pa) == (OK, PA + 8)
+
+
+def test_armv8_aptable_restricts_every_page_below(sim):
+    """Software ignores the hierarchical permissions of a table descriptor (it never
+    sets them). Hardware: APTable[1] (bit 62) makes everything below read-only, also
+    when a later walk starts from the walk cache; APTable[0] (bit 61) takes the
+    pages out of an unprivileged device's reach."""
+    s = sim("armv8")
+    s.map(IOVA, PA, 0x1000)
+    l1 = s.steps(IOVA)[-2]
+    assert l1.level == 1
+    s.m.memory.device_write(l1.entry_pa, l1.raw | 1 << 62)
+    assert s.pt.iova_to_phys(IOVA, view="peek") == PA
+    assert s.walked(IOVA).translation.outcome == OK
+    assert _fault(s.walked(IOVA, write=True).translation, "permission", 0)
+    s.m.memory.device_write(l1.entry_pa, l1.raw | 1 << 61)
+    s.m.walk_cache.invalidate_all()
+    assert _fault(s.walked(IOVA).translation, "permission", 0)
+
+
+def test_armv8_walker_sets_the_access_flag(sim):
+    """Linux maps every leaf with AF set; a leaf without it is not an access-flag
+    fault here: the modelled SMMU has CD.HA = 1 and sets AF itself."""
+    s = sim("armv8")
+    s.map(IOVA, PA, 0x1000)
+    l0 = s.steps(IOVA)[-1]
+    assert l0.raw & armv8.AF
+    s.m.memory.device_write(l0.entry_pa, l0.raw & ~armv8.AF)
+    assert s.walked(IOVA).translation.outcome == OK
+    assert s.m.memory.load(l0.entry_pa) == l0.raw
+    assert s.iommu.ad_updates == 1
