@@ -23,14 +23,13 @@ from ..hwmodels.sim import SimEnvironment
 from ..hwmodels.trace import TraceRecord
 from ..scenarios.resolve import Experiment
 from ..scenarios.schema import FollowSpec
-from ..tables import PageTable
 from ..tables.transactions import FLUSH_CAUSES
 from ..units import format_size
 from ..walker import Iommu
 from ..walker.iommu import Incident
 from . import metrics
 from .oracles import Oracles
-from .table import make_table
+from .table import Table, make_table
 from .workload import Barriers, CpuRunner, Placer, Signals, barrier_parties, device_program
 
 
@@ -78,7 +77,7 @@ class Assembly:
     """The machine of one seed with its table, walker, workloads and oracles."""
 
     machine: Machine
-    pt: PageTable
+    pt: Table  # genpt PageTable or io-pgtable LegacyTable
     iommu: Iommu
     runners: list[CpuRunner]
     devices: list[DmaDevice]  # filled as the devices start

@@ -1,7 +1,12 @@
 """The page table a scenario describes, built by the implementation it names.
 
-``TABLE_IMPLEMENTATIONS`` maps an implementation name to a builder with the signature
-of ``make_genpt``; the io-pgtable predecessors of genpt register here beside it.
+``TABLE_IMPLEMENTATIONS`` maps ``table.implementation`` to a builder with the
+signature of ``make_genpt``: ``genpt`` builds a ``PageTable``, ``io-pgtable`` the
+``LegacyTable`` of the driver genpt replaced for the format. Both offer the same
+operations (``*_op`` generators), ``executor``, ``live_table_pages``,
+``pgsize_bitmap`` and ``iova_to_phys(view=...)``, and write the same hardware layout,
+so the CPU cores, the walker (which decodes ``table.format``), the oracles and the
+metrics never ask which one runs.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from ..hwmodels.config import HardwareConfig
 from ..scenarios.schema import Scenario
 from ..tables import DriverPolicy, FaultInjector, Fixes, PageTable
 from ..tables.executor import DirectExecutor
+from ..tables.iopgtable import LegacyTable
 
 
 def driver_policy(s: Scenario, hw: HardwareConfig) -> DriverPolicy:
@@ -45,13 +51,25 @@ def make_genpt(s: Scenario, hw: HardwareConfig, executor: DirectExecutor | None)
     return PageTable(s.table.format, executor=executor, **table_kwargs(s, hw))
 
 
-TableBuilder = Callable[[Scenario, HardwareConfig, "DirectExecutor | None"], PageTable]
-TABLE_IMPLEMENTATIONS: dict[str, TableBuilder] = {"genpt": make_genpt}
+def make_iopgtable(
+    s: Scenario, hw: HardwareConfig, executor: DirectExecutor | None
+) -> LegacyTable:
+    """The old driver of the format (scenarios.checks has rejected formats without one
+    and the features it cannot honour; fix switches it has no code for are ignored)."""
+    return LegacyTable(s.table.format, executor=executor, **table_kwargs(s, hw))
+
+
+Table = PageTable | LegacyTable
+TableBuilder = Callable[[Scenario, HardwareConfig, "DirectExecutor | None"], Table]
+TABLE_IMPLEMENTATIONS: dict[str, TableBuilder] = {
+    "genpt": make_genpt,
+    "io-pgtable": make_iopgtable,
+}
 
 
 def make_table(
     s: Scenario, hw: HardwareConfig, executor: DirectExecutor | None = None, seed: int = 0
-) -> PageTable:
+) -> Table:
     """Create (init) the scenario's table on ``executor``; raises PTError like the kernel.
 
     Injected allocation failures (the hardware's ``allocator.fail_*``, or the
@@ -64,7 +82,7 @@ def make_table(
     hw_faults = allocator.faults if allocator is not None else None
     if allocator is not None:
         allocator.faults = None
-    pt = TABLE_IMPLEMENTATIONS["genpt"](s, hw, executor)
+    pt = TABLE_IMPLEMENTATIONS[s.table.implementation](s, hw, executor)
     faults = s.kernel.alloc_faults
     if faults is not None:
         pt.executor.allocator.faults = FaultInjector(faults.fail_nth, faults.probability, seed)

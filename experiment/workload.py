@@ -20,8 +20,8 @@ from ..hwmodels.dma import DmaDevice, DmaFeed, DmaRequest, DmaStream
 from ..hwmodels.dram import Dram
 from ..hwmodels.trace import Tracer
 from ..scenarios.schema import CpuSpec, DeviceSpec, MapRandomSpec, Op, prot_bits
-from ..tables import PageTable
 from ..walker import Iommu
+from .table import Table
 
 Events = Generator[simpy.Event, Any, None]
 
@@ -140,7 +140,7 @@ class CpuRunner:
         self,
         spec: CpuSpec,
         core: CpuCore,
-        pt: PageTable,
+        pt: Table,
         signals: Signals,
         barriers: Barriers,
         placer: Placer,

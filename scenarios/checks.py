@@ -16,6 +16,15 @@ from ..errors import Problem, did_you_mean, format_path
 from ..hwmodels.config import HardwareConfig
 from ..tables import PTError, get_format
 from ..tables.features import feature_mask
+from ..tables.iopgtable import IMPLEMENTATIONS as IOPGTABLE
+from ..tables.iopgtable import LegacyTable
+from ..tables.iopgtable.arm_lpae import DBM_FEATURE
+from ..tables.iopgtable.vtd import (
+    FEATURE_FORCE_SNOOP,
+    FEATURE_NESTED_PARENT,
+    FEATURE_NO_1G,
+    FEATURE_SP_OFF,
+)
 from ..tables.log2 import ffs
 from .conditions import parse_condition
 from .schema import Op, Scenario
@@ -50,20 +59,18 @@ def check_experiment(
         out.append(Problem(doc.source, doc.line_of(loc), format_path(loc), message))
 
     fmt = get_format(s.table.format)
-    bad_feature = False
-    for i, name in enumerate(s.table.features):
-        try:
-            feature_mask([name], fmt.private_features)
-        except ValueError as exc:
-            problem(("table", "features", i), str(exc))
-            bad_feature = True
-    if not bad_feature and run is not None:
+    if s.table.implementation == "io-pgtable":
+        bad_table = _check_iopgtable(s, problem)
+    else:
+        bad_table = _check_genpt_features(s, problem)
+    if not bad_table and run is not None:
         try:
             pt = run.make_table(s, hw)
-        except PTError as exc:
+        except (PTError, ValueError) as exc:
             problem(("table",), f"the {fmt.name} table cannot be created: {exc}")
         else:
-            _check_addresses(s, pt.pgsize_bitmap, pt.common.aperture_end, problem)
+            last = pt.aperture_end if isinstance(pt, LegacyTable) else pt.common.aperture_end
+            _check_addresses(s, pt.pgsize_bitmap, last, problem)
             if not fmt.dirty_bit:
                 for loc, _, _ in _ops(s, "read_and_clear_dirty"):
                     problem(loc, f"the {fmt.name} format has no dirty tracking")
@@ -81,6 +88,79 @@ def check_experiment(
         except ValueError as exc:
             problem(("expect", name), str(exc))
     return out
+
+
+def _check_genpt_features(s: Scenario, problem: Report) -> bool:
+    """Unknown feature names (a name only an old driver reads says so); True if any."""
+    fmt = get_format(s.table.format)
+    bad = False
+    for i, name in enumerate(s.table.features):
+        try:
+            feature_mask([name], fmt.private_features)
+        except ValueError as exc:
+            old = IOPGTABLE.get(s.table.format)
+            only_old = old is not None and name in IOPGTABLE_FEATURES[s.table.format][0]
+            hint = f" ('{name}' is read by the io-pgtable {old[0]} code only)" if only_old else ""
+            problem(("table", "features", i), f"{exc}{hint}")
+            bad = True
+    return bad
+
+
+# What each old driver does with table.features, by genpt format: (the names it reads,
+# genpt features naming what it does anyway). Any other name is an error: a genpt
+# feature the old code cannot honour would otherwise be silently dropped.
+IOPGTABLE_FEATURES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "vtdss": (
+        frozenset({"dma_incoherent", FEATURE_FORCE_SNOOP, FEATURE_NESTED_PARENT,
+                   FEATURE_SP_OFF, FEATURE_NO_1G}),
+        frozenset(),
+    ),
+    # increase_address_space always grows the top; leaves always carry FC; __sme_set
+    # (SME is not modelled: the identity, as genpt with sme_mask 0).
+    "amdv1": (
+        frozenset(),
+        frozenset({"dynamic_top", "amdv1_force_coherence", "amdv1_encrypt_tables"}),
+    ),
+    "x86_64": (frozenset(), frozenset({"x86_64_amd_encrypt_tables"})),
+    "armv8": (frozenset({"dma_incoherent", DBM_FEATURE}), frozenset()),
+}
+# Why a genpt feature means nothing to an old driver, where the reason is not just
+# "that code has no such option".
+IOPGTABLE_WHY: dict[tuple[str, str], str] = {
+    ("amdv1", "dma_incoherent"): "it never cleans a CPU cache line (the AMD IOMMU snoops)",
+    ("x86_64", "dma_incoherent"): "it never cleans a CPU cache line (the AMD IOMMU snoops)",
+    ("x86_64", "sign_extend"): "PASID 0 translates the lower canonical half only",
+    ("armv8", "armv8_s2"): "it is the stage-1 table (ARM_64_LPAE_S1)",
+}
+
+
+def _check_iopgtable(s: Scenario, problem: Report) -> bool:
+    """The format had old code, and every feature means something to it; True if not."""
+    fmt = s.table.format
+    if fmt not in IOPGTABLE:
+        have = ", ".join(f"{f} ({old})" for f, (old, _) in IOPGTABLE.items())
+        problem(("table", "implementation"), f"the {fmt} format had no io-pgtable "
+                f"implementation; io-pgtable exists for {have}; use genpt for {fmt}")
+        return True
+    old = IOPGTABLE[fmt][0]
+    reads, always = IOPGTABLE_FEATURES[fmt]
+    valid = ", ".join(sorted(reads | always)) or "none"
+    genpt = get_format(fmt)
+    bad = False
+    for i, name in enumerate(s.table.features):
+        if name in reads or name in always:
+            continue
+        try:
+            feature_mask([name], genpt.private_features)
+        except ValueError:
+            msg = f"unknown feature {name!r}"
+        else:
+            why = IOPGTABLE_WHY.get((fmt, name))
+            msg = f"{name!r} is a genpt feature the io-pgtable {old} code does not have"
+            msg += f" ({why})" if why else ""
+        problem(("table", "features", i), f"{msg}; io-pgtable {old} takes: {valid}")
+        bad = True
+    return bad
 
 
 def _ops(s: Scenario, kind: str) -> Iterator[tuple[Loc, object, tuple[int, ...]]]:

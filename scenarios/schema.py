@@ -26,6 +26,7 @@ from pydantic import (
 from .. import units
 from ..hwmodels.config import InterruptsConfig
 from ..tables.fixes import Fixes
+from ..tables.formats import FORMATS
 from ..tables.transactions import ALL_KINDS
 
 
@@ -69,7 +70,12 @@ def prot_bits(value: str) -> int:
     words = value.split("|") if "|" in value or value in PROT_FLAGS else list(value)
     return sum(1 << PROT_FLAGS.index(PROT_LETTERS.get(w, w)) for w in set(words))
 
-FORMAT_NAMES = Literal["amdv1", "amdv1_mock", "x86_64", "vtdss", "riscv64"]
+# Every format of tables/formats, so a new format needs no edit here.
+FORMAT_NAMES = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
+# Which code builds the table: genpt (tables/), or the io-pgtable driver genpt replaced
+# for the format (tables/iopgtable/: vtdss -> vtd, amdv1 -> amd-v1, x86_64 -> amd-v2,
+# armv8 -> arm-lpae). experiment.table registers a builder under each name.
+IMPLEMENTATION_NAMES = ("genpt", "io-pgtable")
 
 
 class Node(BaseModel):
@@ -84,6 +90,7 @@ class Region(Node):
 # --- the table and the kernel ---------------------------------------------------------
 class TableSpec(Node):
     format: FORMAT_NAMES
+    implementation: Literal[IMPLEMENTATION_NAMES] = "genpt"  # type: ignore[valid-type]
     vasz_lg2: Annotated[int, Field(ge=1, le=64)] | None = None
     oasz_lg2: Annotated[int, Field(ge=1, le=64)] | None = None
     top_level: Annotated[int, Field(ge=0, le=5)] | None = None
