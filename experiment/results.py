@@ -6,15 +6,16 @@ ones, never a truncated file.
 
 Layout without a sweep::
 
-    DIR/results.json  DIR/config.resolved.yaml  [DIR/trace-<seed>.jsonl]
+    DIR/results.json  DIR/results.csv  DIR/config.resolved.yaml  [DIR/trace-<seed>.jsonl]
 
-With a sweep, one such set per point and an index::
+With a sweep, one such set per point (results.csv only at the top) and an index::
 
-    DIR/index.json  DIR/point-000/...  DIR/point-001/...
+    DIR/index.json  DIR/results.csv  DIR/point-000/...  DIR/point-001/...
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -88,6 +89,41 @@ def write_trace(path: Path, records: Sequence[TraceRecord]) -> Path:
     return path
 
 
+TableInput = Sequence[tuple[dict[str, Any], Sequence[tuple[int, dict[str, float]]]]]
+
+
+def results_table(points: TableInput) -> tuple[list[str], list[list[Any]]]:
+    """The runs as one table: a row per (sweep point, seed), a column per sweep key,
+    ``seed``, then every metric. ``points``: (sweep values, [(seed, metrics), ...]).
+    ``results.csv`` and ``iommusim.Results.to_frame()`` are this table."""
+    keys = list(points[0][0]) if points else []
+    metrics: dict[str, None] = {}
+    for _, runs in points:
+        for _, values in runs:
+            metrics.update(dict.fromkeys(values))
+    rows = [[values.get(k) for k in keys] + [seed] + [m.get(name) for name in metrics]
+            for values, runs in points for seed, m in runs]
+    return [*keys, "seed", *metrics], rows
+
+
+def _csv_cell(value: Any) -> Any:
+    """Sweep values as they would be written in YAML flow style (true, [16, 64])."""
+    if isinstance(value, bool | list | dict) or value is None:
+        return json.dumps(value)
+    return value
+
+
+def write_table(path: Path, points: Sequence[PointResult]) -> Path:
+    """``results.csv``: the results_table of ``points``."""
+    columns, rows = results_table(
+        [(p.values, [(r.seed, r.metrics) for r in p.runs]) for p in points])
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([_csv_cell(c) for c in row] for row in rows)
+    return path
+
+
 def write_results(out: Path, points: list[PointResult], *, trace: bool = False) -> list[Path]:
     """Write the results directory; returns the results.json files written."""
     out = out.resolve()
@@ -106,6 +142,7 @@ def write_results(out: Path, points: list[PointResult], *, trace: bool = False) 
                 index["points"].append({"values": point.values, "results": f"{name}/results.json"})
                 files.append(out / name / "results.json")
             (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+        write_table(tmp / "results.csv", points)
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

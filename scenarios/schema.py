@@ -28,6 +28,7 @@ from ..hwmodels.config import InterruptsConfig
 from ..tables.fixes import Fixes
 from ..tables.formats import FORMATS
 from ..tables.transactions import ALL_KINDS
+from .conditions import parse_condition
 
 
 def parse_size(value: Any) -> Any:
@@ -383,6 +384,67 @@ class ExploreSpec(Node):
     race: bool = False
 
 
+FIX_NAMES = tuple(f.name for f in fields(Fixes))
+RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)%$")
+
+
+def check_condition(value: str) -> str:
+    """An ``expect:`` condition ("> 0"), checked where it is written."""
+    parse_condition(value)
+    return value
+
+
+def check_rate(value: Any) -> Any:
+    """A share of the seeds, ``N%`` with 0 < N <= 100: a guard that asks for 0% of the
+    seeds would pass on a scenario that no longer reproduces anything."""
+    if isinstance(value, str):
+        m = RATE_RE.fullmatch(value.strip())
+        if not m:
+            raise ValueError(f"{value!r} is not a rate; write a percentage such as 50%")
+        if not 0 < float(m[1]) <= 100:
+            raise ValueError(f"{value!r} is out of range; a rate is above 0% and at most 100%")
+        return value.strip()
+    return value
+
+
+class Regression(Node):
+    """What the scenario guards, for ``iommusim check``: with the bug (``fix`` false, or
+    the first value of each ``set`` key) the ``symptom`` shows on at least ``min_rate``
+    of the seeds; with the fix (``fix`` true, or the second values) on none.
+
+    ``fix`` names a kernel.fixes switch; ``set`` names any keys with their
+    ``[bug, fixed]`` values (``table.implementation: [io-pgtable, genpt]``). A seed
+    shows the symptom when any of its conditions holds."""
+
+    fix: Literal[FIX_NAMES] | None = None  # type: ignore[valid-type]
+    set: dict[str, Annotated[list[Any], Field(min_length=2, max_length=2)]] = {}
+    symptom: Annotated[
+        dict[str, Annotated[str, AfterValidator(check_condition)]], Field(min_length=1)
+    ]
+    min_rate: Annotated[
+        str, BeforeValidator(check_rate), Field(pattern=RATE_RE.pattern)
+    ] = "50%"
+
+    @model_validator(mode="after")
+    def _one_switch(self) -> Regression:
+        if (self.fix is None) == (not self.set):
+            raise ValueError("a regression guard needs exactly one of fix (a kernel.fixes "
+                             "switch) or set (keys with [bug, fixed] values)")
+        return self
+
+    def sides(self) -> dict[str, dict[str, Any]]:
+        """The key values of each side: ``{"off": {key: bug value}, "on": {...}}``."""
+        if self.fix is not None:
+            key = f"kernel.fixes.{self.fix}"
+            return {"off": {key: False}, "on": {key: True}}
+        return {side: {k: v[i] for k, v in self.set.items()}
+                for i, side in enumerate(("off", "on"))}
+
+    def rate(self) -> float:
+        """``min_rate`` as a fraction of the seeds."""
+        return float(self.min_rate[:-1]) / 100
+
+
 class Scenario(Node):
     name: Name
     description: str = ""
@@ -401,3 +463,4 @@ class Scenario(Node):
     ] = {}
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
     explore: ExploreSpec | None = None  # defaults for `iommusim explore`
+    regression: Regression | None = None  # what `iommusim check` verifies

@@ -167,6 +167,8 @@ DOTTED_KEY_MAPS: dict[Loc, tuple[str, ...]] = {
     ("expect",): ("condition", "seeds"),
     ("overrides",): (),
     ("sweep",): (),
+    ("regression", "symptom"): (),
+    ("regression", "set"): (),
 }
 
 

@@ -11,11 +11,14 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import InputError
 from .run import DEFAULT_SCENARIO, SUMMARY_METRICS
 
 # In the order ``iommusim --help`` lists them (module names: "-" becomes "_").
-COMMANDS = ("run", "plot", "explore", "replay", "validate", "list", "show-config", "schema")
+COMMANDS = (
+    "run", "check", "plot", "explore", "replay", "validate", "list", "show-config", "schema",
+)
 
 __all__ = ["COMMANDS", "DEFAULT_SCENARIO", "SUMMARY_METRICS", "build_parser", "main"]
 
@@ -25,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="iommusim",
         description="Cycle-level simulator of IOMMU page walkers and the Linux generic page table.",
     )
+    parser.add_argument("--version", action="version", version=f"iommusim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f".{name.replace('-', '_')}", __name__).add_parser(sub)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..experiment.regression import plan
 from ..experiment.runner import prepare
 from ..scenarios.resolve import is_hardware_file, load_hardware
 
@@ -27,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
                 kind = "hardware"
             else:
                 prepare(path, [])  # the scenario and every point of its sweep
+                plan([path])  # and both sides of its regression guard, if any
                 kind = "scenario"
         except InputError as exc:
             problems += exc.problems
