@@ -33,17 +33,20 @@ class InterruptsConfig(Node):
     distribution: Literal["fixed", "exponential"] = "fixed"  # of the duration
 
 
+WorkCycles = Annotated[float, Field(ge=0.0)]  # may be fractional: see hwmodels.cpu
+
+
 class WorkConfig(Node):
     """Cycles of each named CPU work cost (``tables.work``); 0 charges nothing."""
 
-    core_call: Cycles = 0
-    op_call: Cycles = 0
-    level: Cycles = 0
-    item_examine: Cycles = 0
-    item_write: Cycles = 0
-    contig_setup: Cycles = 0
-    pgsize_split: Cycles = 0
-    gather: Cycles = 0
+    core_call: WorkCycles = 0
+    op_call: WorkCycles = 0
+    level: WorkCycles = 0
+    item_examine: WorkCycles = 0
+    item_write: WorkCycles = 0
+    contig_setup: WorkCycles = 0
+    pgsize_split: WorkCycles = 0
+    gather: WorkCycles = 0
 
 
 class CpuConfig(Node):

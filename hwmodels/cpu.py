@@ -20,7 +20,10 @@ WORK(n)                 n
 WORK(name, count)       ``count`` times ``cpu.work.<name>``; never a boundary: the core
                         waits it before issuing the next transaction (no jitter, no
                         interrupt check, no trace record), so charging work changes no
-                        interleaving
+                        interleaving. Costs may be fractional (a per-item cost of a
+                        tight loop is a few cycles); the whole cycles are waited, the
+                        fraction is carried to the next wait of the same operation and
+                        the rest rounded at its end, so the clock stays an integer
 ALLOC_TABLE             ``allocator.alloc``, plus one ``store`` per line of the zeroed
                         page when it succeeds (the lines become dirty)
 FREE_TABLE              ``allocator.free``
@@ -139,7 +142,7 @@ class CpuCore:
         self._rng = component_rng(seed, self.name)
         self._jitter = cfg.jitter
         self._submit = queue.cfg.submit
-        self._work_costs: dict[str, int] = cfg.work.model_dump()
+        self._work_costs: dict[str, float] = cfg.work.model_dump()
         self._charges = {
             LOAD: self._load,
             STORE: self._store,
@@ -200,23 +203,24 @@ class CpuCore:
         queue = env._queue
         result: Any = None
         done = 0
-        pending = 0  # WORK cycles owed before the next transaction issues
+        pending = 0.0  # WORK cycles owed before the next transaction issues
         try:
             while True:
                 try:
                     tx = send(result)
                 except StopIteration as stop:
                     rec.result = stop.value
-                    if pending:
-                        yield from self._advance(pending)
+                    if round(pending):
+                        yield from self._advance(round(pending))
                     break
                 if tx[0] is WORK and len(tx) == 3:  # named work: delays the next one
                     pending += self._work_costs[tx[1]] * tx[2]
                     result = None
                     continue
-                if pending:
-                    yield from self._advance(pending)
-                    pending = 0
+                if pending >= 1.0:  # whole cycles now; a fraction waits for more work
+                    whole = int(pending)
+                    pending -= whole
+                    yield from self._advance(whole)
                 if interrupts and env.now >= self._next_interrupt:
                     yield from self._interrupt()
                 if preempt is not None:
@@ -292,7 +296,7 @@ class CpuCore:
 
     def _work(self, tx: Transaction) -> tuple[Any, int]:
         if len(tx) == 3:
-            return None, self._work_costs[tx[1]] * tx[2]
+            return None, round(self._work_costs[tx[1]] * tx[2])
         return None, tx[1]
 
     def _advance(self, cycles: int) -> Events:

@@ -128,6 +128,21 @@ class DirectExecutor:
             return stop.value
 
 
+def without_named_work(op: Operation) -> Operation:
+    """``op`` with its named work taken out: the transactions an ``Interleaver``
+    steps through, for counting a schedule's steps by running ``op`` alone."""
+    result: Any = None
+    while True:
+        try:
+            tx = op.send(result)
+        except StopIteration as stop:
+            return stop.value
+        if tx[0] is WORK and len(tx) == 3:
+            result = None
+            continue
+        result = yield tx
+
+
 class Interleaver:
     """Runs several operations on one executor, switching CPUs between transactions.
 
@@ -137,7 +152,9 @@ class Interleaver:
     neither, CPUs run to completion in index order. ``steps`` records the CPU of every
     executed transaction, so any random run can be replayed as an explicit schedule.
     ``on_return(cpu, result)`` is called the moment an operation returns, while the
-    others are still wherever they stopped.
+    others are still wherever they stopped. Named work (``(WORK, name, count)``) is
+    not a step: it is never an interleaving point, so adding it to table code leaves
+    every schedule as it was.
     """
 
     def __init__(self, executor: DirectExecutor) -> None:
@@ -162,7 +179,12 @@ class Interleaver:
 
         def advance(cpu: int, value: Any) -> None:
             try:
-                pending[cpu] = programs[cpu].send(value)
+                tx = programs[cpu].send(value)
+                # Named work is instruction time, never a point where another CPU
+                # may interleave (tables.work): it is not a step.
+                while tx[0] is WORK and len(tx) == 3:
+                    tx = programs[cpu].send(None)
+                pending[cpu] = tx
             except StopIteration as stop:
                 done[cpu] = True
                 pending[cpu] = None

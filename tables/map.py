@@ -48,6 +48,7 @@ from .transactions import (
     FENCE,
     LOAD,
 )
+from .work import CONTIG_SETUP, ITEM_EXAMINE, ITEM_WRITE, LEVEL, OP_CALL, PGSIZE_SPLIT, work
 
 PAGE_SHIFT = 12
 SW_BIT_CACHE_FLUSH_DONE = 0
@@ -141,18 +142,25 @@ def collect_tables(rng: Range, collect: CollectArgs, level: int, table: int) -> 
     if not collect.check_mapped and level == 0:
         return 0
     pts = State(rng, level, table)
+    yield work(CONTIG_SETUP)
     iter_first(pts)
+    examined = 0
+    ret = 0
     while pts.index < pts.end_index:
         t = yield from load_entry(pts)
+        examined += 1
         if t == TABLE:
             collect.free_list.append(pts.table_lower)
+            yield work(LEVEL)
             ret = yield from descend(pts, collect_tables, collect)
             if ret:
-                return ret
+                break
         elif t != EMPTY and collect.check_mapped:
-            return -EADDRINUSE
+            ret = -EADDRINUSE
+            break
         next_entry(pts)
-    return 0
+    yield work(ITEM_EXAMINE, examined)
+    return ret
 
 
 def new_table(pts: State, attrs: int) -> Gen:
@@ -164,6 +172,7 @@ def new_table(pts: State, attrs: int) -> Gen:
     pa = yield from table_alloc(c, size_lg2, ALLOC_NORMAL)
     if pa < 0:
         return pa
+    yield work(ITEM_WRITE)
     installed = yield from install_table(pts, pa)
     if not installed:
         yield from free_table(pa)  # another CPU won: walk its table instead
@@ -190,14 +199,17 @@ def clear_contig(start: State, gather: Gather, step: int) -> Gen:
     pts = State(rng, start.level, start.table)
     pts.index = start.index
     pts.end_index = start.index + step
+    yield work(ITEM_EXAMINE, step)  # the C loop checks every item of the block
     while pts.index < pts.end_index:
         t = yield from load_entry(pts)
         if t == TABLE:
             collect = CollectArgs(check_mapped=True)
+            yield work(LEVEL)
             ret = yield from walk_descend_all(pts, collect_tables, collect)
             if ret:
                 return ret
             # Clear the item before the gather may free what it pointed to.
+            yield work(ITEM_WRITE)
             yield from clear_entries(pts, 0)
             yield from flush_writes_item(pts, CAUSE_CLEAR)
             collect.free_list.append(table_pa(pts))
@@ -231,10 +243,13 @@ def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
     else:
         remaining = m.num_leaves - avail
 
+    yield work(CONTIG_SETUP)
     oa = m.oa
     ret = 0
+    examined = written = 0
     while True:
         t = yield from load_entry_raw(pts)
+        examined += 1
         if t != EMPTY or need_contig:
             if pts.index != start_index:
                 index_to_va(pts)
@@ -245,11 +260,16 @@ def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
             index_to_va(pts)
             c.warn_on(best_pgsize_here(pts, oa) != leaf_lg2, "leaf size is not the best one")
         yield from install_leaf_entry(pts, oa, leaf_lg2, m.attrs)
+        written += step
         oa += 1 << leaf_lg2
         pts.index += step
         if pts.index >= pts.end_index:
             break
 
+    # One charge for the whole run: the C loop is tight (see tables.work).
+    yield work(ITEM_EXAMINE, examined)
+    if written:
+        yield work(ITEM_WRITE, written)
     yield from flush_writes_range(pts, start_index, pts.index, CAUSE_LEAF)
     m.oa = oa
     m.num_leaves = remaining
@@ -265,6 +285,7 @@ def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
         c.warn_on(pts.index != orig_end, "map finished inside a table")
         return 0
     bitmap = c.pgsize_bitmap
+    yield work(PGSIZE_SPLIT)
     m.leaf_pgsize_lg2 = compute_best_pgsize(c, bitmap, va_after, rng.last_va, oa)
     m.leaf_level = fmt.pgsz_lg2_to_level(m.leaf_pgsize_lg2)
     m.num_leaves = pgsz_count(bitmap, va_after, rng.last_va, oa, m.leaf_pgsize_lg2)
@@ -281,9 +302,11 @@ def map_range_level(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
     pts = State(rng, level, table)
     c.warn_on(m.leaf_level == level, "table walker at the leaf level")
     c.warn_on(level == 0, "table walker at level 0")
+    yield work(CONTIG_SETUP)  # this level's loop over the table's items
     iter_first(pts)
     while True:
         t = yield from load_entry_raw(pts)
+        yield work(ITEM_EXAMINE)
         if t != TABLE:
             if t != EMPTY:
                 return -EADDRINUSE
@@ -300,6 +323,7 @@ def map_range_level(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
                     yield from flush_writes_item(pts, CAUSE_HELPER)
         while True:
             fn = map_range_leaf if m.leaf_level == level - 1 else map_range_level
+            yield work(LEVEL)
             ret = yield from descend(pts, fn, m)
             if ret != -EAGAIN:
                 break
@@ -320,13 +344,16 @@ def map_single_page(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
         return -EPROTOTYPE
     pts = State(rng, level, table)
     t = yield from load_single_entry(pts)
+    yield work(ITEM_EXAMINE)
     if level == 0:
         if t != EMPTY:
             return -EADDRINUSE
+        yield work(ITEM_WRITE)
         yield from install_leaf_entry(pts, m.oa, PAGE_SHIFT, m.attrs)
         m.oa += 1 << PAGE_SHIFT
         return 0
     if t == TABLE:
+        yield work(LEVEL)
         ret = yield from descend(pts, map_single_page, m)
         return ret
     return -EAGAIN
@@ -358,6 +385,7 @@ def make_range_checked_len(iova: int, length: int) -> int:
 
 def map_range(c: Common, iova: int, paddr: int, length: int, prot: int, mapped: list[int]) -> Gen:
     """pt_iommu map_range: 0 or -errno; bytes installed are added to mapped[0]."""
+    yield work(OP_CALL)
     prot = int(prot)
     if not prot & RW:
         c.warnings.append("map without READ or WRITE")  # a WARN_ON in every build
@@ -385,6 +413,7 @@ def map_range(c: Common, iova: int, paddr: int, length: int, prot: int, mapped: 
         m.num_leaves = 1
         single_page = True
     else:
+        yield work(PGSIZE_SPLIT)
         m.leaf_pgsize_lg2 = compute_best_pgsize(c, bitmap, rng.va, rng.last_va, paddr)
         if not m.leaf_pgsize_lg2:
             return -ENXIO

@@ -24,6 +24,7 @@ from .iter import (
 )
 from .pages import ALLOC_DEFER_COHERENT_FLUSH, free_table, start_incoherent, table_alloc
 from .transactions import CHANGE_TOP, LOAD, LOCK, STORE, UNLOCK
+from .work import ITEM_WRITE, work
 
 if TYPE_CHECKING:
     from .map import MapArgs
@@ -86,6 +87,7 @@ def increase_top(c: Common, rng: Range, m: MapArgs) -> Gen:
         pts.table_lower = tr.top_table
         yield from load_single_entry(pts)
         c.warn_on(pts.index != 0, "new top links the old one away from index 0")
+        yield work(ITEM_WRITE)
         yield from install_table(pts, pts.table_lower)
         new_top = top_set(table_mem, level)
     if not ret:

@@ -32,6 +32,7 @@ from .iter import (
 from .map import make_range_checked_len
 from .pages import flush_writes_range
 from .transactions import CAUSE_UNMAP, LOAD
+from .work import CONTIG_SETUP, ITEM_EXAMINE, ITEM_WRITE, LEVEL, OP_CALL, work
 
 
 class UnmapArgs:
@@ -46,13 +47,17 @@ def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
     """__unmap_range: clear leaves and fully covered tables at this level."""
     c = rng.common
     pts = State(rng, level, table)
+    yield work(CONTIG_SETUP)  # this level's loop over the table's items
     iter_first(pts)
     start_index = pts.index
     flush_start = flush_end = None  # the span of items this level changed
     num_oas = 0
     ret = 0
+    examined = 1
+    tables_cleared = 0
     t = yield from load_entry_raw(pts)
     if t == OA and rng.va & ((1 << entry_oa_lg2sz(pts)) - 1):
+        yield work(ITEM_EXAMINE)
         return -EINVAL  # starts inside a leaf: nothing is unmapped here
     while True:
         if t == OA:
@@ -68,6 +73,7 @@ def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
                 index_to_va(pts)
             pts.table_lower = table_pa(pts)
             fully_covered = entry_fully_covered(pts, isz(pts))
+            yield work(LEVEL)
             ret = yield from descend(pts, unmap_level, u)
             if ret:
                 break
@@ -75,6 +81,7 @@ def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
             if fully_covered:
                 u.free_list.append(pts.table_lower)
                 yield from clear_entries(pts, 0)
+                tables_cleared += 1
                 if flush_start is None or pts.index < flush_start:
                     flush_start = pts.index
                 flush_end = pts.index + 1
@@ -85,7 +92,14 @@ def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
         if pts.index >= pts.end_index:
             break
         t = yield from load_entry_raw(pts)
+        examined += 1
 
+    # One charge per level for the whole loop (tables.work): every item loaded was
+    # examined; the leaves and the fully covered table items were cleared.
+    yield work(ITEM_EXAMINE, examined)
+    cleared = num_oas + tables_cleared
+    if cleared:
+        yield work(ITEM_WRITE, cleared)
     u.unmapped += num_oas << isz(pts)
     if c.fixes.unmap_flush_changed_only:
         if flush_start is not None and flush_start != flush_end:
@@ -98,6 +112,7 @@ def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
 
 def unmap_range(c: Common, iova: int, length: int, gather: Gather) -> Gen:
     """pt_iommu unmap_range: bytes unmapped (0 on a bad range); never an errno."""
+    yield work(OP_CALL)
     if make_range_checked_len(iova, length):
         return 0
     top = yield (LOAD, c.top_word_pa)

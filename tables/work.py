@@ -4,6 +4,27 @@ Table code yields ``work(NAME, count)`` where the kernel's C code does work that
 not a page-table memory access. The names are the keys of the hardware config's
 ``cpu.work`` node, which gives each its cycles (with where the number comes from);
 the direct executor ignores work, a simulated core waits for it.
+
+How to count, so that the old drivers and genpt charge alike for alike:
+
+- ``CORE_CALL`` once per iommu core entry (``iommu_map``, ``iommu_unmap``,
+  ``read_and_clear_dirty``); ``OP_CALL`` once per call into the page-table op;
+  ``PGSIZE_SPLIT`` once per page-size choice (``iommu_pgsize`` in the old core,
+  ``pt_compute_best_pgsize`` + ``pt_pgsz_count`` in genpt's map).
+- ``LEVEL`` once per step from a table item down to its child table (a walk that
+  starts again from the root pays its steps again). Its cost is dominated by the
+  load-to-use latency of the dependent load that follows: see ``hwmodels.config``.
+- ``ITEM_EXAMINE`` once per item loaded and checked, the table items a walk follows
+  down included; ``ITEM_WRITE`` once per item written (a contiguous block counts
+  each of its items).
+- ``CONTIG_SETUP`` once per loop over a table's items: each level of a range walk (a
+  recursive walker sets up its index, end and bookkeeping per level; genpt's unrolled
+  single-page fast path has no such loop), a leaf run, a replicated block.
+  ``GATHER`` once per gather bookkeeping call.
+
+Where the C code is a tight loop over items, one ``work(NAME, n)`` is yielded for
+the whole run, not one per item: a yield per level or per run keeps the Python hot
+path fast, and the total charged is the same.
 """
 
 from __future__ import annotations

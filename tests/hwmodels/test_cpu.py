@@ -183,6 +183,20 @@ def test_named_work_delays_the_next_transaction_without_a_boundary(rig):
     assert m.cpus[0].transactions == 1
 
 
+def test_fractional_named_work_carries_its_fraction_within_an_operation(rig):
+    """Per-item costs of a few cycles are fractional (cpu.work defaults): whole cycles
+    are waited before the next transaction, the fraction is carried, the rest is
+    rounded when the operation ends -- the clock stays an integer."""
+    m = rig.machine(trace=True, cpu={"work": {"item_examine": 0.4, "level": 2.5}})
+    ops = [(WORK, "item_examine", 2), (STORE, A, 1), (WORK, "item_examine", 2),
+           (STORE, A + 8, 1), (WORK, "level", 1)]
+    rig.run(m, [(0, ops)])
+    events = [(r.cycle, r.event) for r in m.tracer.records if r.component == "cpu0"]
+    # 0.8 waits for more; 0.8 + 0.8 = 1.6: one cycle now, 0.6 carried; 0.6 + 2.5 = 3.1
+    assert events == [(0, "op_start"), (0, STORE), (4 + 1, STORE), (5 + 4 + 3, "op_end")]
+    assert isinstance(m.env.now, int)
+
+
 def test_unset_named_work_costs_nothing(rig):
     m = rig.machine()
     assert rig.costs(m, [(WORK, "gather", 5), (FENCE,)]) == [0, 35]

@@ -17,6 +17,7 @@ import pytest
 from iommusim.tables import DirectExecutor, FaultInjector, Interleaver, PageTable
 from iommusim.tables.common import DriverPolicy
 from iommusim.tables.errors import EINVAL, ENOMEM, PTError
+from iommusim.tables.executor import without_named_work
 from iommusim.tables.formats import vtdss
 from iommusim.tables.iopgtable import LegacyTable
 from iommusim.tables.iopgtable import vtd as V
@@ -524,7 +525,7 @@ def ops(t: Any) -> list:
 def steps_until_cmpxchg(make: Callable[[], Any], cpu: int) -> int:
     """Transactions CPU ``cpu`` runs alone, up to and including its first CMPXCHG."""
     t = make()
-    op = ops(t)[cpu]
+    op = without_named_work(ops(t)[cpu])  # named work is not an interleaver step
     tx, n = next(op), 1
     while tx[0] != CMPXCHG:
         tx, n = op.send(t.executor.execute(tx, cpu)), n + 1
@@ -534,7 +535,7 @@ def steps_until_cmpxchg(make: Callable[[], Any], cpu: int) -> int:
 def steps_to_finish(make: Callable[[], Any], prefix: list[int], cpu: int) -> int:
     """On a mirror: replay the prefix, then count what ``cpu`` needs to return."""
     t = make()
-    gens = ops(t)
+    gens = [without_named_work(g) for g in ops(t)]
     pending = [next(g) for g in gens]
     for c in prefix:
         pending[c] = gens[c].send(t.executor.execute(pending[c], c))
