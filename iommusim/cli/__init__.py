@@ -17,7 +17,8 @@ from .run import DEFAULT_SCENARIO, SUMMARY_METRICS
 
 # In the order ``iommusim --help`` lists them (module names: "-" becomes "_").
 COMMANDS = (
-    "run", "check", "plot", "explore", "replay", "validate", "list", "show-config", "schema",
+    "run", "check", "perf", "plot", "explore", "replay", "validate", "list", "show-config",
+    "schema",
 )
 
 __all__ = ["COMMANDS", "DEFAULT_SCENARIO", "SUMMARY_METRICS", "build_parser", "main"]
