@@ -131,7 +131,10 @@ class AmdV2(Driver):
     def __init__(self, cfg: DriverConfig) -> None:
         super().__init__(cfg)
         self.levels = self._levels(cfg)
-        self.pgsize_bitmap = PGSIZES_V2
+        # v2_alloc_pgtable sets AMD_IOMMU_PGSIZES_V2; a scenario may narrow it (the
+        # benchmark's configurations), never widen it.
+        bitmap = cfg.pgsize_bitmap
+        self.pgsize_bitmap = PGSIZES_V2 if bitmap is None else bitmap & PGSIZES_V2
         self.lock = f"domain{cfg.domain}.lock"  # protection_domain->lock
 
     @staticmethod
@@ -147,7 +150,7 @@ class AmdV2(Driver):
     # -- set-up and teardown ----------------------------------------------------------------
     def init(self) -> Gen:
         """v2_alloc_pgtable: one zeroed pgd, kept in the domain word."""
-        if self.levels not in (4, 5):
+        if self.levels not in (4, 5) or not self.pgsize_bitmap & SZ_4K:
             return -EINVAL
         pgd = yield (ALLOC_TABLE, 12)
         if pgd is None:

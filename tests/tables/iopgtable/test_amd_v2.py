@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from iommusim.tables import DirectExecutor, Interleaver, PageTable, Prot
+from iommusim.tables import DirectExecutor, Interleaver, PageTable, Prot, PTError
 from iommusim.tables.errors import EINVAL
 from iommusim.tables.executor import without_named_work
 from iommusim.tables.formats import x86_64 as x86
@@ -358,6 +358,16 @@ def test_five_levels_when_asked() -> None:
     assert t.live_table_pages == 4  # pgd, then levels 3, 2, 1
     t.deinit()
     assert t.live_table_pages == 0
+
+
+def test_page_sizes_may_be_narrowed_not_widened() -> None:
+    """AMD_IOMMU_PGSIZES_V2 is the most there is; 4K-only maps 2M as 512 pages."""
+    assert table(pgsize_bitmap=(1 << 52) - K).pgsize_bitmap == K | M | G
+    t = table(pgsize_bitmap=K)
+    ret, c = item_counts(t, t.map_op(0, 0, M, RW))
+    assert ret == 0 and c[STORE] == 512
+    with pytest.raises(PTError):
+        table(pgsize_bitmap=M)
 
 
 def test_teardown_frees_every_page() -> None:
