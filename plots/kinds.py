@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Kind:
-    options: frozenset[str]  # of: metric, x, window, seed, second (a second RESULTS)
+    options: frozenset[str]  # of: metric, x, share, window, seed, second (a 2nd RESULTS)
     drawer: str  # the function of plots.render that draws it
 
 
@@ -22,7 +22,7 @@ KINDS: dict[str, Kind] = {
     "ops": Kind(frozenset({"seed"}), "draw_ops"),
     "flushes": Kind(frozenset({"seed", "second"}), "draw_flushes"),
     "timeline": Kind(frozenset({"window", "seed"}), "draw_timeline"),
-    "sweep": Kind(frozenset({"metric", "x"}), "draw_sweep"),
+    "sweep": Kind(frozenset({"metric", "x", "share"}), "draw_sweep"),
     "reach": Kind(frozenset({"x"}), "draw_reach"),
 }
 

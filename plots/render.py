@@ -1,4 +1,4 @@
-"""Writing figures: by file extension (PNG or SVG), atomically, and the standard set that
+"""Writing figures: by file extension (PNG, SVG or PDF), atomically, and the standard set that
 ``iommusim run --plot`` puts next to results.json; ``iommusim plot`` itself."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .style import SAVE_RC
 from .sweep import Meaning, sweep_figure
 from .timeline import parse_window, timeline_figure
 
-FORMATS = {".png": "png", ".svg": "svg"}
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 DPI = 130
 
@@ -31,15 +31,15 @@ DPI = 130
 def check_output(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
-        raise InputError([Problem(str(path), None, "-o", "the figure file must end in .png or "
-                                  ".svg")])
+        raise InputError([Problem(str(path), None, "-o", "the figure file must end in .png, "
+                                  ".svg or .pdf")])
     if not path.parent.exists() and str(path.parent):
         raise InputError([Problem(str(path), None, "-o", f"no such directory: {path.parent}")])
     return path
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as PNG or SVG (by extension) via a temporary file, so a failure
+    """Write ``fig`` as PNG, SVG or PDF (by extension) via a temporary file, so a failure
     leaves no partial figure behind."""
     path = check_output(path)
     fmt = FORMATS[path.suffix.lower()]
@@ -57,7 +57,9 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
 
 
 def _metadata(fmt: str) -> dict[str, Any]:
-    # No creation dates: the same results give byte-identical SVGs.
+    # No creation dates: the same results give byte-identical SVGs and PDFs.
+    if fmt == "pdf":
+        return {"Creator": "iommusim", "CreationDate": None}
     return {"Date": None} if fmt == "svg" else {"Software": "iommusim"}
 
 
@@ -121,11 +123,13 @@ class Request:
     window: tuple[int | None, int | None] | None = None
     seed: int | None = None
     meaning: Meaning | None = None
+    share: bool | None = None  # --kind sweep: the share of seeds showing the symptom
 
 
 def build_figure(inputs: Sequence[str], kind: str | None = None, *, metric: str | None = None,
                  x: str | None = None, window: str | None = None,
-                 seed: int | None = None, meaning: Meaning | None = None) -> tuple[Figure, str]:
+                 seed: int | None = None, meaning: Meaning | None = None,
+                 share: bool | None = None) -> tuple[Figure, str]:
     """Load ``inputs`` and draw one figure; returns (figure, kind). All checks first."""
     paths = [Path(p) for p in inputs]
     classes = [classify(p) for p in paths]
@@ -134,10 +138,11 @@ def build_figure(inputs: Sequence[str], kind: str | None = None, *, metric: str 
     if kind not in KINDS:
         raise _bad("--kind", f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
     given = {"second": len(paths) > 1, "window": window is not None,
-             "metric": metric is not None, "x": x is not None, "seed": seed is not None}
+             "metric": metric is not None, "x": x is not None, "seed": seed is not None,
+             "share": share is not None}
     _check_options(kind, given, paths)
     req = Request(paths, classes, kind, metric, x,
-                  parse_window(window) if window is not None else None, seed, meaning)
+                  parse_window(window) if window is not None else None, seed, meaning, share)
     return globals()[KINDS[kind].drawer](req), kind
 
 
@@ -150,7 +155,7 @@ def _check_options(kind: str, given: dict[str, bool], paths: list[Path]) -> None
     if len(paths) > 2 or (given["second"] and "second" not in fits):
         raise _bad(str(paths[-1]), f"a second RESULTS is only for --kind {kinds('second')} "
                    "(side by side)")
-    for option in ("window", "metric", "x"):
+    for option in ("window", "metric", "x", "share"):
         if given[option] and option not in fits:
             raise _bad(f"--{option}", f"--{option} is for --kind {kinds(option)}, not {kind}")
     if given["seed"] and "seed" not in fits:
@@ -166,7 +171,7 @@ def _sweep_of(req: Request) -> dict[str, Any]:
 
 
 def draw_sweep(req: Request) -> Figure:
-    return sweep_figure(_sweep_of(req), req.metric, req.x, req.meaning)
+    return sweep_figure(_sweep_of(req), req.metric, req.x, req.meaning, req.share)
 
 
 def draw_reach(req: Request) -> Figure:
@@ -245,12 +250,13 @@ def default_output(inputs: Sequence[str], kind: str) -> Path:
 
 def plot_command(inputs: Sequence[str], kind: str | None, *, metric: str | None = None,
                  x: str | None = None, window: str | None = None, seed: int | None = None,
-                 output: str | None = None, meaning: Meaning | None = None) -> Path:
+                 output: str | None = None, meaning: Meaning | None = None,
+                 share: bool | None = None) -> Path:
     """``iommusim plot``: check everything, draw, then write one file."""
     if output is not None:
         check_output(output)
     fig, kind = build_figure(inputs, kind, metric=metric, x=x, window=window, seed=seed,
-                             meaning=meaning)
+                             meaning=meaning, share=share)
     path = Path(output) if output is not None else default_output(inputs, kind)
     return save_figure(fig, path)
 

@@ -107,7 +107,7 @@ def test_bad_input_raises_input_error():
     with pytest.raises(InputError) as exc:
         iommusim.run({**MINI, "run": {"seeds": 0}})
     assert "run.seeds" in str(exc.value)
-    with pytest.raises(InputError, match="cpu.jiter"):
+    with pytest.raises(InputError, match=r"cpu\.jiter"):
         iommusim.run(MINI, set={"cpu.jiter": 3})
     with pytest.raises(InputError, match="no such file or catalog scenario"):
         iommusim.run("no-such-scenario")

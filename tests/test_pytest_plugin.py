@@ -63,7 +63,8 @@ def test_marker_selects_the_guards(project):
 
 def test_inert_without_the_ini_option(pytester):
     (pytester.mkdir("scenarios") / "good.yaml").write_text(GNG)
-    result = pytester.runpytest_subprocess("--collect-only", "-q", "-p", "no:cacheprovider", "scenarios")
+    result = pytester.runpytest_subprocess("--collect-only", "-q", "-p", "no:cacheprovider",
+                                           "scenarios")
     assert "good.yaml" not in result.stdout.str()
 
 

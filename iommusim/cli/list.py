@@ -15,12 +15,25 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def first_sentence(text: str) -> str:
+    """The description's first sentence: up to a full stop followed by a capital (not
+    "e.g. the" or "5815d930. "), and never a bare label such as "Performance." -- a
+    first sentence of fewer than four words takes the next one with it."""
+    words = " ".join(text.split())
+    sentences = re.split(r"(?<=[.!?]) (?=[A-Z])", words)
+    out = sentences[0]
+    for more in sentences[1:]:
+        if len(out.split()) >= 4:
+            break
+        out += " " + more
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     print("scenarios (scenarios/catalog):")
     for path in sorted(catalog_dir().glob("*.yaml")):
         doc = YamlDoc.read(path)
-        text = " ".join(str(doc.data.get("description", "")).split())
-        summary = re.split(r"(?<=\.) ", text)[0]
+        summary = first_sentence(str(doc.data.get("description", "")))
         print(f"  {path.stem:28} {summary}")
     print("hardware presets (configs):")
     for name in preset_names():

@@ -39,6 +39,20 @@ def test_plot_svg_by_extension(rdir, tmp_path):
     assert again.read_text() == text  # no dates, stable ids
 
 
+def test_plot_pdf_by_extension(rdir, tmp_path, kit, sweep):
+    """PDF for papers: vector, without a creation date (the same results give the same
+    bytes)."""
+    out, again = tmp_path / "latency.pdf", tmp_path / "again.pdf"
+    for path in (out, again):
+        assert main(["plot", str(rdir), "-o", str(path)]) == 0
+    data = out.read_bytes()
+    assert data.startswith(b"%PDF-") and b"/CreationDate" not in data
+    assert again.read_bytes() == data
+    folder = kit.write_sweep_dir(tmp_path / "sweep", sweep)
+    assert main(["plot", str(folder), "--no-share", "-o", str(tmp_path / "s.pdf")]) == 0
+    assert (tmp_path / "s.pdf").read_bytes().startswith(b"%PDF-")
+
+
 def test_default_outputs(rdir):
     assert main(["plot", str(rdir)]) == 0
     assert (rdir / "latency.png").exists()
@@ -71,7 +85,8 @@ def test_sweep_and_reach(tmp_path, kit, sweep):
     (["--kind", "reach"], "needs a sweep directory"),
     (["--metric", "dma.faults"], "--metric is for --kind sweep"),
     (["--seed", "9"], "no run with seed 9"),
-    (["-o", "FIG.pdf"], "must end in .png or .svg"),
+    (["-o", "FIG.jpg"], "must end in .png, .svg or .pdf"),
+    (["--share"], "--share is for --kind sweep"),
     (["-o", "nodir/x.png"], "no such directory"),
 ])
 def test_bad_input_exit_2_no_file(rdir, tmp_path, monkeypatch, capsys, args, message):

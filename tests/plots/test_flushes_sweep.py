@@ -8,6 +8,7 @@ from matplotlib.patches import Rectangle
 
 from iommusim.errors import InputError
 from iommusim.plots import flush_figure, flush_table, reach_figure, sweep_figure
+from iommusim.plots.sweep import metric_label, metric_unit
 
 
 def bars(ax):
@@ -89,14 +90,14 @@ def test_sweep_lines_per_other_value_with_min_max_bars(sweep):
     assert ax.get_xscale() == "log"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["64K", "128K", "256K"]
     assert ax.get_xlabel() == "devices.0.stream.region.size"
-    assert ax.get_ylabel() == "dma.latency.mean"
+    assert ax.get_ylabel() == "dma.latency.mean (cycles)"  # the name: no meaning given
     assert ax.get_legend().get_title().get_text() == "iommu.iotlb.entries"
     assert "mean over seeds, bars: min–max" in fig.get_suptitle()
 
 
 def test_sweep_defaults_and_other_x(sweep):
     fig = sweep_figure(sweep)  # the scenario's expect metric
-    assert fig.axes[0].get_ylabel() == "dma.faults"
+    assert fig.axes[0].get_ylabel() == "dma.faults (per run)"
     fig = sweep_figure(sweep, "iotlb.hit_rate", x="entries")  # a short name is enough
     ax = fig.axes[0]
     assert ax.get_xlabel() == "iommu.iotlb.entries"
@@ -113,12 +114,61 @@ def test_sweep_categorical_parameter(kit):
                           sweep={"kernel.fixes.flush_done_sw_bit": fix})
         points.append({"values": {"kernel.fixes.flush_done_sw_bit": fix}, "results": res})
     doc = {"parameters": ["kernel.fixes.flush_done_sw_bit"], "points": points}
-    fig = sweep_figure(doc, "dma.faults")
+    fig = sweep_figure(doc, "dma.faults", meaning=lambda m: "DMA requests that faulted")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["off", "on"]
     (c,) = ax.containers
     assert list(c.lines[0].get_ydata()) == [2, 0]
+    assert c.lines[0].get_linestyle() == "None"  # categories: points, no joining line
+    assert ax.get_ylabel() == "DMA requests that faulted (per run)"
     assert "fix off" not in fig.get_suptitle()  # the swept fix is on the x axis
+    # by default a sweep over a fix switch shows the share of seeds with the symptom
+    # (the scenario's expectation dma.faults > 0): 3 of 3 seeds off, none on
+    fig = sweep_figure(doc)
+    ax = fig.axes[0]
+    (c,) = ax.containers
+    assert list(c.lines[0].get_ydata()) == [100, 0]
+    assert c.has_yerr is False and c.lines[0].get_linestyle() == "None"
+    assert ax.get_ylabel() == "seeds showing the symptom (%)"
+    assert fig.get_suptitle().startswith("seeds showing dma.faults > 0 against "
+                                         "kernel.fixes.flush_done_sw_bit")
+    assert "share of the seeds" in fig.get_suptitle()
+    # a metric named: its mean again, unless the share is asked for
+    assert sweep_figure(doc, "dma.faults").axes[0].get_ylabel() == "dma.faults (per run)"
+    fig = sweep_figure(doc, "dma.faults", share=True)
+    assert list(fig.axes[0].containers[0].lines[0].get_ydata()) == [100, 0]
+
+
+def test_sweep_share_of_a_guarded_scenario_uses_the_guard(kit):
+    """The guard's symptom wins over expect:, any of its conditions counts, and a
+    numeric axis keeps its line."""
+    points = []
+    for entries in (16, 64):
+        runs = [kit.run(s, metrics={"dma.faults": 0, "uaf.events": int(s <= entries // 16)})
+                for s in (1, 2, 3, 4)]
+        res = kit.results(runs, sweep={"iommu.iotlb.entries": entries})
+        res["scenario"]["regression"] = {"fix": "free_after_sync",
+                                         "symptom": {"uaf.events": "> 0", "dma.faults": "> 0"},
+                                         "min_rate": "50%"}
+        points.append({"values": {"iommu.iotlb.entries": entries}, "results": res})
+    doc = {"parameters": ["iommu.iotlb.entries"], "points": points}
+    fig = sweep_figure(doc)
+    (c,) = fig.axes[0].containers
+    assert list(c.lines[0].get_ydata()) == [25, 100]
+    assert c.lines[0].get_linestyle() == "-"
+    assert "uaf.events > 0 or dma.faults > 0" in fig.get_suptitle()
+    assert sweep_figure(doc, share=False).axes[0].get_ylabel() == "dma.faults (per run)"
+
+
+@pytest.mark.parametrize(("metric", "unit"), [
+    ("dma.latency.p99", "cycles"), ("cpu.lock.wait", "cycles"), ("sim.cycles", "cycles"),
+    ("iotlb.hit_rate", "fraction of lookups"), ("cpu.map.flush.lines", "cache lines per operation"),
+    ("cpu.flush.lines", "cache lines per run"), ("cpu.flush.lines.helper", "cache lines per run"),
+    ("dma.faults", "per run"), ("table.leaked_pages", "per run"),
+])
+def test_sweep_y_units(metric, unit):
+    assert metric_unit(metric) == unit
+    assert metric_label(metric, "what it is") == f"What it is ({unit})"
 
 
 @pytest.mark.parametrize(("metric", "x", "message"), [

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -125,6 +126,29 @@ def test_list(cli):
     for line in lines[1:split] + lines[split + 1:]:
         assert line.startswith("  ") and len(line.split()) > 1  # a name and a summary
     assert "vtd-incoherent               Intel VT-d without page-walk coherency" in r.out
+    for line in lines[1:split]:  # a real sentence for every scenario, not a bare label
+        summary = line.split(None, 1)[1]
+        assert len(summary.split()) >= 6 and summary.endswith("."), line
+
+
+@pytest.mark.parametrize(("text", "first"), [
+    ("Performance. Two CPUs map. More.", "Performance. Two CPUs map."),
+    ("Two CPUs map e.g. a page. Then more.", "Two CPUs map e.g. a page."),
+    ("Before 5815d930. every level flushed. Then", "Before 5815d930. every level flushed."),
+    ("One line\n  over two lines. Next one.", "One line over two lines."),
+    ("", ""),
+])
+def test_list_first_sentence(text, first):
+    from iommusim.cli.list import first_sentence
+
+    assert first_sentence(text) == first
+
+
+def test_version(cli):
+    from iommusim import __version__
+
+    r = cli("--version")
+    assert r.rc == 0 and r.out == f"iommusim {__version__}\n"
 
 
 # --- show-config ------------------------------------------------------------------------
@@ -219,76 +243,9 @@ def test_show_config_unknown(cli):
 
 
 # --- schema ------------------------------------------------------------------------------
-def _type_ok(value: Any, kind: str) -> bool:
-    return {
-        "object": isinstance(value, dict),
-        "array": isinstance(value, list),
-        "string": isinstance(value, str),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, int | float) and not isinstance(value, bool),
-        "boolean": isinstance(value, bool),
-        "null": value is None,
-    }[kind]
-
-
-def schema_errors(schema: dict, value: Any, root: dict | None = None, at: str = "") -> list[str]:
-    """A small JSON Schema validator for the keywords pydantic emits (used when the
-    jsonschema package is not installed)."""
-    root = root or schema
-    if "$ref" in schema:
-        name = schema["$ref"].removeprefix("#/$defs/")
-        return schema_errors(root["$defs"][name], value, root, at)
-    errors: list[str] = []
-    if "anyOf" in schema and all(schema_errors(s, value, root, at) for s in schema["anyOf"]):
-        errors.append(f"{at}: matches none of anyOf")
-    if "type" in schema and not _type_ok(value, schema["type"]):
-        return [f"{at}: not {schema['type']}"]
-    if "const" in schema and value != schema["const"]:
-        errors.append(f"{at}: not {schema['const']!r}")
-    if "enum" in schema and value not in schema["enum"]:
-        errors.append(f"{at}: not one of {schema['enum']}")
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        for key, ok in (("minimum", value >= schema.get("minimum", value)),
-                        ("maximum", value <= schema.get("maximum", value)),
-                        ("exclusiveMinimum", "exclusiveMinimum" not in schema
-                         or value > schema["exclusiveMinimum"]),
-                        ("exclusiveMaximum", "exclusiveMaximum" not in schema
-                         or value < schema["exclusiveMaximum"])):
-            if not ok:
-                errors.append(f"{at}: {key}")
-    if isinstance(value, str):
-        if len(value) < schema.get("minLength", 0):
-            errors.append(f"{at}: minLength")
-        if "pattern" in schema and not re.search(schema["pattern"], value):
-            errors.append(f"{at}: pattern")
-    if isinstance(value, list):
-        if len(value) < schema.get("minItems", 0):
-            errors.append(f"{at}: minItems")
-        for i, item in enumerate(value):
-            errors += schema_errors(schema.get("items", {}), item, root, f"{at}[{i}]")
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        extra = schema.get("additionalProperties", True)
-        errors += [f"{at}: {k} required" for k in schema.get("required", []) if k not in value]
-        if len(value) < schema.get("minProperties", 0):
-            errors.append(f"{at}: minProperties")
-        for key, item in value.items():
-            if key in props:
-                errors += schema_errors(props[key], item, root, f"{at}.{key}")
-            elif extra is False:
-                errors.append(f"{at}: unknown key {key}")
-            elif isinstance(extra, dict):
-                errors += schema_errors(extra, item, root, f"{at}.{key}")
-    return errors
-
-
 def validate_json(schema: dict, value: Any) -> list[str]:
-    """Errors of ``value`` against ``schema`` (jsonschema if installed)."""
+    """Errors of ``value`` against ``schema``, by the reference validator."""
     value = json.loads(json.dumps(value))  # YAML integer keys become strings, as in JSON
-    try:
-        import jsonschema
-    except ImportError:
-        return schema_errors(schema, value)
     validator = jsonschema.Draft202012Validator(schema)
     return [e.message for e in validator.iter_errors(value)]
 
@@ -297,6 +254,7 @@ JSON_SCHEMA_KEYWORDS = {
     "$schema", "$defs", "$ref", "title", "description", "default", "type", "properties",
     "additionalProperties", "required", "items", "anyOf", "enum", "const", "minimum",
     "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "pattern", "minItems",
+    "maxItems",
     "minProperties",
 }
 
@@ -334,12 +292,7 @@ def test_schema_is_json_schema(schemas):
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert schema["type"] == "object"
         assert schema["additionalProperties"] is False
-        try:
-            import jsonschema
-        except ImportError:
-            pass
-        else:
-            jsonschema.Draft202012Validator.check_schema(schema)
+        jsonschema.Draft202012Validator.check_schema(schema)
         # only JSON Schema keywords (editors ignore others, so their checks would be lost)
         assert schema_keywords(schema) <= JSON_SCHEMA_KEYWORDS, kind
         # every $ref resolves
