@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -155,3 +156,8 @@ def test_an_unknown_preset_is_bad_input(tmp_path, capsys):
     assert main(["perf", "--preset", "no-such-machine", "--out", str(tmp_path / "o")]) == 2
     assert "no such hardware file" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_readme_has_the_section():
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "## How close to hardware" in text
