@@ -205,3 +205,42 @@ def test_catalog_guards_hold_fast(cli, tmp_path):
 def test_catalog_guards_hold(cli, tmp_path):
     """The seeds each file names (20), as CI would run it."""
     _check_catalog(cli, tmp_path)
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_yaml(first_line: str) -> str:
+    """The README's YAML block that starts with ``first_line``."""
+    import re
+
+    for block in re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"no YAML block starting {first_line!r} in the README")
+
+
+def test_readme_race_recipe_is_valid(cli, scenario):
+    r = cli("validate", scenario(readme_yaml("name: my-2m-race"), "my-race.yaml"))
+    assert r.rc == 0, r.err
+
+
+@pytest.mark.slow
+def test_readme_race_recipe_guard_holds(cli, scenario):
+    r = cli("check", scenario(readme_yaml("name: my-2m-race"), "my-race.yaml"), "--jobs", "2")
+    assert r.rc == 0, r.out
+    assert "my-2m-race: ok (fix flush_done_sw_bit) bug: dma.faults > 0 on 9/20" in r.out
+
+
+def test_guard_on_the_table_implementation(cli, scenario):
+    """The documented set: form for the io-pgtable races: old code is the bug side."""
+    guard = GUARD.replace("fix: gather_always_add_range",
+                          "set: {table.implementation: [io-pgtable, genpt]}")
+    text = (catalog_dir() / "short-gather.yaml").read_text().replace(
+        GUARD.replace("gather_always_add_range", "gather_unmapped_length"), guard)
+    assert "table.implementation" in text
+    path = scenario(text, "impl.yaml")
+    assert cli("validate", path).rc == 0
+    r = cli("check", path, "--seeds", "1", "--jobs", "1")
+    assert r.out.startswith("short-gather: ")
+    assert "(table.implementation: io-pgtable -> genpt) bug: " in r.out
