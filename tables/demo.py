@@ -19,6 +19,7 @@ DEMO_TABLES = {
     "x86_64": {"features": {"sign_extend", "dma_incoherent"}},
     "vtdss": {"features": {"dma_incoherent"}},
     "riscv64": {"features": {"riscv_svnapot_64k"}},
+    "armv8": {"features": {"dma_incoherent"}},
 }
 
 
