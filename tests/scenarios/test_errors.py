@@ -182,7 +182,7 @@ CASES: dict[str, dict] = {
     "unknown-format": {
         "text": "name: t\ntable: {format: vtds}\n",
         "problems": [("bad.yaml", 2, "table.format", "'vtds' is not one of amdv1, amdv1_mock, "
-                      "x86_64, vtdss, riscv64 (did you mean 'vtdss'?)")],
+                      "x86_64, vtdss, riscv64, armv8 (did you mean 'vtdss'?)")],
     },
     "unknown-feature": {
         "text": "name: t\ntable: {format: vtdss, features: [dma_incoherent, flush_rnage]}\n",
