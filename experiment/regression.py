@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import InputError, Problem
 from ..scenarios.conditions import holds
+from ..scenarios.resolve import Experiment
 from ..scenarios.schema import Regression
 from ..scenarios.yamldoc import Override, YamlDoc
 from .load import load
@@ -148,8 +149,26 @@ def side_overrides(path: Path, guard: Regression) -> dict[str, list[Override]]:
     return out
 
 
-def plan(paths: Sequence[Path], sets: Sequence[str | Override] = ()) -> list[Plan]:
-    """Load every scenario and both sides of its guard; InputError lists every problem."""
+def swept_switches(path: Path, exp: Experiment) -> list[Problem]:
+    """A guard whose switch is also swept cannot be checked: each sweep point's value
+    would override the side being run (``run`` and ``validate`` accept it)."""
+    guard = exp.scenario.regression
+    if guard is None:
+        return []
+    doc = YamlDoc.read(path)
+    out = []
+    for key in guard.sides()["off"]:
+        if key in exp.scenario.sweep:
+            loc = ("regression", "fix") if guard.fix else ("regression", "set", key)
+            out.append(Problem(doc.source, doc.key_line(loc), ".".join(map(str, loc)),
+                               f"{key} is also swept; a guard's switch cannot be a sweep key"))
+    return out
+
+
+def plan(paths: Sequence[Path], sets: Sequence[str | Override] = (), *,
+         for_check: bool = True) -> list[Plan]:
+    """Load every scenario and both sides of its guard; InputError lists every problem.
+    ``for_check``: also refuse what only ``check`` cannot run (a swept switch)."""
     plans: list[Plan] = []
     problems: list[Problem] = []
     for path in paths:
@@ -161,6 +180,10 @@ def plan(paths: Sequence[Path], sets: Sequence[str | Override] = ()) -> list[Pla
                 prepare(path, [*sets, *ovs])  # both sides, every sweep point
         except InputError as exc:
             problems += exc.problems
+            continue
+        swept = swept_switches(path, exp) if for_check else []
+        if swept:
+            problems += swept
             continue
         plans.append(Plan(path, exp.scenario.name, guard, sides))
     if problems:

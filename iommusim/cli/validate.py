@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
                 kind = "hardware"
             else:
                 prepare(path, [])  # the scenario and every point of its sweep
-                plan([path])  # and both sides of its regression guard, if any
+                plan([path], for_check=False)  # both sides of its guard, if any
                 kind = "scenario"
         except InputError as exc:
             problems += exc.problems
