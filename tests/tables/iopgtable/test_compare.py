@@ -27,23 +27,30 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from iommusim.tables import PageTable, Prot
+from iommusim.tables import PageTable, Prot, walk
 from iommusim.tables.formats.base import EMPTY, OA, TABLE
-from iommusim.tables.iopgtable import implementation_for
+from iommusim.tables.iopgtable import IMPLEMENTATIONS, implementation_for
 from iommusim.tables.iopgtable.amd_v2 import PAGE_DIRTY, PAGE_RW
 from tests.tables.iopgtable.conftest import (
+    DIFFERENCES,
     EMPTY_TABLES_KEPT,
     EXCLUDE,
     MAP_OVER_MAPPED,
     READ_ONLY_DIRTY,
     TABLE_DIRTY,
+    UNMAP_ENDS_INSIDE,
+    UNMAP_HOLE,
+    UNMAP_INSIDE,
+    UNMAP_SPLIT,
     Difference,
     LegacyView,
     classify_unmap,
     differences,
+    missing,
     twin,
 )
 from tests.tables.test_properties import Config, Model, split_into_leaves
@@ -391,7 +398,66 @@ def test_cmp_high_va(legacy_fmt: str) -> None:
     """test_cmp_high_va: the last page of the lower VA span (AMD v1: after growing)."""
     cmp = Comparison(legacy_fmt)
     last = (1 << (cmp.new.vasz_lg2 - (1 if cmp.new.common.sign_extend else 0))) - 1
-    if cmp.impl == "amd-v1":
-        last = (1 << 51) - 1  # what the old v1 can reach (amd_iommu_hpt_level)
     assert cmp.map(last - K + 1, 0, K, RW)
     cmp.finish()
+
+
+# --- every named difference is real ---------------------------------------------------------
+A = 1 << 30  # aligned for every page size used below, in every lower half
+P = 0x80_0000_0000
+
+
+def steps(t: LegacyView | PageTable, iova: int) -> list[Any]:
+    """The items a walk of ``iova`` reads, decoded with the genpt format."""
+    return t.run(walk.walk_steps(t.common, iova, t.top_of_table))
+
+
+def demo_answers(t: LegacyView | PageTable, case: str) -> tuple[Any, ...]:
+    """Set up and run the smallest example of ``case``: (its answer, what is left
+    mapped or written, whether a WARN fired)."""
+    run, warned = t.run, lambda: bool(t.warnings)
+    if case == MAP_OVER_MAPPED:
+        t.map(A, P, K, RW)
+        return run(t.map_op(A, P + K, K, RW)), t.iova_to_phys(A), warned()
+    if case == UNMAP_HOLE:
+        t.map(A + K, P, K, RW)  # a level-0 table exists; A itself is a hole
+        return t.unmap(A, M), t.iova_to_phys(A + K), warned()
+    if case in (UNMAP_INSIDE, UNMAP_SPLIT):
+        t.map(A, P, M, RW)
+        return t.unmap(A + K if case == UNMAP_INSIDE else A, K), t.iova_to_phys(A), warned()
+    if case == UNMAP_ENDS_INSIDE:
+        t.map(A, P, 2 * M, RW)
+        return t.unmap(A, 3 * M), t.iova_to_phys(A + 2 * M), warned()
+    if case == MAP_CONTIG:
+        t.map(A, P, 16 * K, RW)
+        return t.unmap(A, K), t.iova_to_phys(A + K), warned()
+    if case == EMPTY_TABLES_KEPT:
+        t.map(A, P + K, M, RW)  # 512 4K leaves: the pa is not 2M aligned
+        return t.unmap(A, M), [step.kind for step in steps(t, A)]
+    if case == TABLE_DIRTY:
+        t.map(A, P, K, RW)
+        return tuple(step.raw & 0xFFF for step in steps(t, A)[:-1])
+    if case == READ_ONLY_DIRTY:
+        t.map(A, P, K, Prot.READ)
+        return (steps(t, A)[-1].raw & 0xFFF,)
+    raise AssertionError(f"no example for {case!r}")
+
+
+@pytest.mark.parametrize(
+    "diff",
+    [
+        pytest.param(
+            d,
+            id=f"{d.impl}-{d.case.replace(' ', '_')}",
+            marks=pytest.mark.skipif(missing(fmt) is not None, reason=str(missing(fmt))),
+        )
+        for d in [*DIFFERENCES, CONTIG]
+        for fmt in [f for f, (impl, _) in IMPLEMENTATIONS.items() if impl == d.impl]
+    ],
+)
+def test_named_difference_is_real(diff: Difference) -> None:
+    """Each named difference, on its smallest example: the old implementation and its
+    twin answer (or write) differently -- so the table names only real differences."""
+    fmt = next(f for f, (impl, _) in IMPLEMENTATIONS.items() if impl == diff.impl)
+    old, new = demo_answers(LegacyView(fmt), diff.case), demo_answers(twin(fmt), diff.case)
+    assert old != new, f"{diff.impl}: {diff.case} -- old: {diff.old}; genpt: {diff.new}"
