@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import core, init, walk
+from .api import SyncTableApi
 from .common import Common, DriverPolicy, top_set
 from .errors import PTError
 from .executor import DirectExecutor, ViewExecutor
@@ -46,7 +47,7 @@ def top_word_address(domain: int) -> int:
     return KERNEL_DATA_BASE + 64 * domain
 
 
-class PageTable:
+class PageTable(SyncTableApi):
     """One IOMMU page table (one domain) with iommu_map / iommu_unmap semantics."""
 
     def __init__(
@@ -149,19 +150,11 @@ class PageTable:
             raise PTError(ret, f"{f.name} init")
         self.attach()
 
-    # --- running operations -----------------------------------------------------------
-    def run(self, op: Gen) -> Any:
-        return self.executor.run(op)
-
-    def attach(self) -> None:
-        """Program the hardware with the current root (the driver attaching the domain)."""
-        self.run(self.attach_op())
-
+    # --- generators (for the interleaver and simulated CPUs) --------------------------
     def attach_op(self) -> Gen:
         top = yield (LOAD, self.common.top_word_pa)
         yield (CHANGE_TOP, self.common.domain, top & ~7, top & 7)
 
-    # --- generators (for the interleaver and simulated CPUs) --------------------------
     def map_op(self, iova: int, pa: int, size: int, prot: int) -> Gen:
         return core.iommu_map(self.common, iova, pa, size, prot)
 
@@ -180,15 +173,7 @@ class PageTable:
     def deinit_op(self) -> Gen:
         return init.deinit(self.common)
 
-    # --- the synchronous API ----------------------------------------------------------
-    def map(self, iova: int, pa: int, size: int, prot: int) -> None:
-        ret = self.run(self.map_op(iova, pa, size, prot))
-        if ret:
-            raise PTError(ret, f"map {iova:#x}+{size:#x}")
-
-    def unmap(self, iova: int, size: int) -> int:
-        return self.run(self.unmap_op(iova, size))
-
+    # --- the synchronous API (the rest is SyncTableApi's) ---------------------------
     def iova_to_phys(self, iova: int, *, view: str = "cpu") -> int | None:
         """The physical address ``iova`` translates to, or None.
 
@@ -200,29 +185,14 @@ class PageTable:
         ret, pa = self._run_view(view, walk.lookup, iova)
         return pa if ret == 0 else None
 
-    def kernel_iova_to_phys(self, iova: int) -> int:
-        """iova_to_phys exactly as the kernel returns it (0, or a cast errno)."""
-        return self.run(self.iova_to_phys_op(iova))
-
     def walk(self, iova: int, *, view: str = "cpu") -> list[walk.WalkStep]:
         """The items a software walk of ``iova`` reads, top to leaf."""
         return self._run_view(view, walk.walk_steps, iova)
-
-    def read_and_clear_dirty(
-        self, iova: int, size: int, no_clear: bool = False
-    ) -> list[tuple[int, int]]:
-        ret, runs = self.run(self.read_and_clear_dirty_op(iova, size, no_clear))
-        if ret:
-            raise PTError(ret, "read_and_clear_dirty")
-        return runs
 
     def set_dirty(self, iova: int) -> None:
         ret = self.run(self.set_dirty_op(iova))
         if ret:
             raise PTError(ret, f"set_dirty {iova:#x}")
-
-    def deinit(self) -> None:
-        self.run(self.deinit_op())
 
     def _run_view(self, view: str, fn: Any, iova: int) -> Any:
         if view == "cpu":
@@ -263,10 +233,6 @@ class PageTable:
     @property
     def hw_info(self) -> dict[str, int]:
         return self.common.fmt.hw_info(self.common, self.top_table_pa, self.top_level)
-
-    @property
-    def live_table_pages(self) -> int:
-        return self.executor.allocator.live_pages
 
     @property
     def warnings(self) -> list[str]:

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..api import SyncTableApi
 from ..common import DriverPolicy
 from ..errors import PTError
 from ..executor import DirectExecutor
@@ -40,7 +41,7 @@ def driver_class(fmt: str) -> type[Driver]:
     return getattr(importlib.import_module(f".{module}", __package__), cls)
 
 
-class LegacyTable:
+class LegacyTable(SyncTableApi):
     """One domain of an old driver, with iommu_map / iommu_unmap of the era."""
 
     def __init__(
@@ -87,13 +88,7 @@ class LegacyTable:
             raise PTError(ret, f"{self.implementation} init")
         self.attach()
 
-    # --- running operations -----------------------------------------------------------
-    def run(self, op: Gen) -> Any:
-        return self.executor.run(op)
-
-    def attach(self) -> None:
-        self.run(self.attach_op())
-
+    # --- generators -------------------------------------------------------------------
     def attach_op(self) -> Gen:
         return self.drv.attach()
 
@@ -112,15 +107,7 @@ class LegacyTable:
     def deinit_op(self) -> Gen:
         return self.drv.free()
 
-    # --- the synchronous API ----------------------------------------------------------
-    def map(self, iova: int, pa: int, size: int, prot: int) -> None:
-        ret = self.run(self.map_op(iova, pa, size, prot))
-        if ret:
-            raise PTError(ret, f"map {iova:#x}+{size:#x}")
-
-    def unmap(self, iova: int, size: int) -> int:
-        return self.run(self.unmap_op(iova, size))
-
+    # --- the synchronous API (the rest is SyncTableApi's) ---------------------------
     def iova_to_phys(self, iova: int, *, view: str = "cpu") -> int | None:
         """As ``PageTable.iova_to_phys``: ``cpu`` through the executor, ``hw`` from the
         root the hardware was given over DRAM, ``peek`` the CPU view at no cost."""
@@ -134,20 +121,6 @@ class LegacyTable:
         else:
             raise ValueError(f"view must be 'cpu', 'hw' or 'peek', not {view!r}")
         return pa if ret == 0 else None
-
-    def kernel_iova_to_phys(self, iova: int) -> int:
-        return self.run(self.iova_to_phys_op(iova))
-
-    def read_and_clear_dirty(
-        self, iova: int, size: int, no_clear: bool = False
-    ) -> list[tuple[int, int]]:
-        ret, runs = self.run(self.read_and_clear_dirty_op(iova, size, no_clear))
-        if ret:
-            raise PTError(ret, "read_and_clear_dirty")
-        return runs
-
-    def deinit(self) -> None:
-        self.run(self.deinit_op())
 
     # --- properties -------------------------------------------------------------------
     @property
@@ -167,10 +140,6 @@ class LegacyTable:
         if self.implementation == "amd-v2":
             return (1 << (12 + 9 * d.levels - 1)) - 1
         return (1 << d.ias) - 1
-
-    @property
-    def live_table_pages(self) -> int:
-        return self.executor.allocator.live_pages
 
     @property
     def warnings(self) -> list[str]:
