@@ -131,7 +131,8 @@ CASES: dict[str, dict] = {
         "problems": [
             ("bad.yaml", 1, "name", "input should be a valid string (got ['t'])"),
             ("bad.yaml", 2, "hardware", "input should be a valid string (got 42)"),
-            ("bad.yaml", 2, "hardware", "no such hardware file; presets: amd-v1, riscv-iommu"),
+            ("bad.yaml", 2, "hardware",
+             "no such hardware file; presets: amd-v1, i7-12700, riscv-iommu"),
             ("bad.yaml", 3, "table.vasz_lg2", "input should be a valid integer (got '48')"),
             ("bad.yaml", 3, "table.features", "input should be a valid list"),
             ("bad.yaml", 4, "kernel.debug", "input should be a valid boolean (got 'yes')"),
@@ -491,7 +492,8 @@ CASES: dict[str, dict] = {
     "missing-hardware-preset": {
         "text": "name: t\ndescription: x\nhardware: vtd-incohernet\ntable: {format: vtdss}\n",
         "problems": [("bad.yaml", 3, "hardware", "no such hardware file; presets: amd-v1, "
-                      "riscv-iommu, smmuv3-noncoherent, vtd-coherent, vtd-incoherent")],
+                      "i7-12700, riscv-iommu, smmuv3-noncoherent, vtd-coherent, "
+                      "vtd-incoherent")],
     },
     "missing-hardware-file": {
         "text": "name: t\nhardware: hw/mine.yaml\ntable: {format: vtdss}\n",

@@ -214,11 +214,12 @@ def test_sweep_over_hardware_presets(cli, scenario, tmp_path, h):
     r = cli("run", bad, "--seed", "1", "--quiet", "--out", "out2")
     assert r.rc == 2
     assert r.problems() == [f"{bad}:15: sweep.hardware: no such hardware file; presets: "
-                            "amd-v1, riscv-iommu, smmuv3-noncoherent, vtd-coherent, "
-                            "vtd-incoherent"]
+                            "amd-v1, i7-12700, riscv-iommu, smmuv3-noncoherent, "
+                            "vtd-coherent, vtd-incoherent"]
     r = cli("run", path, "--set", "hardware=nope", "--out", "out3")
     assert r.problems() == ["--set: hardware=nope: no such hardware file; presets: amd-v1, "
-                            "riscv-iommu, smmuv3-noncoherent, vtd-coherent, vtd-incoherent"]
+                            "i7-12700, riscv-iommu, smmuv3-noncoherent, vtd-coherent, "
+                            "vtd-incoherent"]
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
 
 
