@@ -135,7 +135,7 @@ def test_sweep_cross_product(cli, scenario, tmp_path, h):
     assert [tuple(p["values"].values()) for p in index["points"]] == expected
     assert sorted(p.name for p in out.iterdir()) == ["index.json"] + [
         f"point-{i:03d}" for i in range(6)
-    ]
+    ] + ["results.csv"]
     for point, (entries, fix) in zip(index["points"], expected, strict=True):
         doc = json.loads((out / point["results"]).read_text())
         assert doc["sweep"] == point["values"]
@@ -228,5 +228,6 @@ def test_sweep_of_one_point(cli, scenario, tmp_path, h):
     r = cli("run", scenario(h.BASE + "sweep: {iommu.link: [10]}\n"), "--seed", "1", "--quiet",
             "--out", "out")
     assert r.rc == 0, r.err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index.json", "point-000"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "index.json", "point-000", "results.csv"]
     assert r.out.splitlines()[-1] == f"results: {tmp_path / 'out'}"

@@ -42,7 +42,7 @@ def test_results_json_schema(cli, scenario, tmp_path, h):
     path = scenario(h.BUSY)
     run_ok(cli, path, "--seeds", "2", "--jobs", "1", "--out", "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "config.resolved.yaml", "results.json"
+        "config.resolved.yaml", "results.csv", "results.json"
     ]
     doc = h.load_results(tmp_path / "out")
     assert doc["schema"] == "iommusim.results/1"
