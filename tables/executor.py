@@ -143,6 +143,15 @@ def without_named_work(op: Operation) -> Operation:
         result = yield tx
 
 
+def _send_past_named_work(op: Operation, value: Any) -> Transaction:
+    """``op.send(value)``, then on past named work: it is instruction time, never a
+    point where another CPU may interleave (tables.work), so it is not a step."""
+    tx = op.send(value)
+    while tx[0] is WORK and len(tx) == 3:
+        tx = op.send(None)
+    return tx
+
+
 class Interleaver:
     """Runs several operations on one executor, switching CPUs between transactions.
 
@@ -179,12 +188,7 @@ class Interleaver:
 
         def advance(cpu: int, value: Any) -> None:
             try:
-                tx = programs[cpu].send(value)
-                # Named work is instruction time, never a point where another CPU
-                # may interleave (tables.work): it is not a step.
-                while tx[0] is WORK and len(tx) == 3:
-                    tx = programs[cpu].send(None)
-                pending[cpu] = tx
+                pending[cpu] = _send_past_named_work(programs[cpu], value)
             except StopIteration as stop:
                 done[cpu] = True
                 pending[cpu] = None
