@@ -6,7 +6,7 @@ ones, never a truncated file.
 
 Layout without a sweep::
 
-    DIR/results.json  DIR/results.csv  DIR/config.resolved.yaml  [DIR/trace-<seed>.jsonl]
+    DIR/results.json  DIR/results.csv  DIR/config.resolved.yaml  [DIR/trace-<seed>.jsonl.gz]
 
 With a sweep, one such set per point (results.csv only at the top) and an index::
 
@@ -28,8 +28,15 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..hwmodels.trace import TraceRecord
+from .pool import signals_blocked
+from .resume import StoredExperiment
 from .runner import PointResult
+from .traces import (
+    trace_formats,
+    trace_rows,  # noqa: F401  (explore.replay and cli.replay take them from here)
+    write_run_traces,
+    write_trace,  # noqa: F401
+)
 
 RESULTS_SCHEMA = "iommusim.results/1"
 INDEX_SCHEMA = "iommusim.sweep/1"
@@ -61,7 +68,7 @@ def results_document(point: PointResult) -> dict[str, Any]:
     }
 
 
-def _write_point(folder: Path, point: PointResult, trace: bool) -> None:
+def _write_point(folder: Path, point: PointResult, trace: Sequence[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(results_document(point), indent=1) + "\n")
     resolved = point.experiment.resolved(mode="python")
@@ -69,24 +76,10 @@ def _write_point(folder: Path, point: PointResult, trace: bool) -> None:
         "# The configuration as run: presets, overrides and --set applied.\n"
         + yaml.safe_dump(resolved, sort_keys=False)
     )
-    if trace:
-        for run in point.runs:
-            write_trace(folder / f"trace-{run.seed}.jsonl", run.trace)
-
-
-def trace_rows(records: Sequence[TraceRecord]) -> list[dict[str, Any]]:
-    """Trace records as the rows of a ``.jsonl`` trace: cycle, component, event, fields."""
-    return [
-        {"cycle": rec.cycle, "component": rec.component, "event": rec.event, **rec.fields}
-        for rec in records
-    ]
-
-
-def write_trace(path: Path, records: Sequence[TraceRecord]) -> Path:
-    with path.open("w") as f:
-        for row in trace_rows(records):
-            f.write(json.dumps(row, default=str) + "\n")
-    return path
+    exp = point.experiment
+    clock = exp.clock_ghz if isinstance(exp, StoredExperiment) else exp.hardware.clock_ghz
+    for run in point.runs:
+        write_run_traces(folder, run, trace, clock, f"{exp.scenario.name} seed {run.seed}")
 
 
 TableInput = Sequence[tuple[dict[str, Any], Sequence[tuple[int, dict[str, float]]]]]
@@ -124,8 +117,13 @@ def write_table(path: Path, points: Sequence[PointResult]) -> Path:
     return path
 
 
-def write_results(out: Path, points: list[PointResult], *, trace: bool = False) -> list[Path]:
-    """Write the results directory; returns the results.json files written."""
+def write_results(out: Path, points: list[PointResult], *,
+                  trace: bool | str | Sequence[str] = False,
+                  extra: dict[str, str] | None = None) -> list[Path]:
+    """Write the results directory; returns the results.json files written. ``trace``:
+    the trace formats (``experiment.traces``; True for the default); ``extra``: more
+    files at the top (a shard's shard.json)."""
+    trace = trace_formats(trace)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -137,13 +135,16 @@ def write_results(out: Path, points: list[PointResult], *, trace: bool = False) 
             index = {"schema": INDEX_SCHEMA, "parameters": list(points[0].values), "points": []}
             files = []
             for i, point in enumerate(points):
-                name = f"point-{i:03d}"
+                name = f"point-{i if point.index is None else point.index:03d}"
                 _write_point(tmp / name, point, trace)
                 index["points"].append({"values": point.values, "results": f"{name}/results.json"})
                 files.append(out / name / "results.json")
             (tmp / "index.json").write_text(json.dumps(index, indent=1) + "\n")
         write_table(tmp / "results.csv", points)
-        _swap(tmp, out)
+        for name, text in (extra or {}).items():
+            (tmp / name).write_text(text)
+        with signals_blocked():  # Ctrl-C or SIGTERM wait for the two renames
+            _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,9 +1,13 @@
-"""Running experiments: seeds in parallel processes, aggregates, expectations, sweeps.
+"""Running experiments: one task list of (sweep point, seed), aggregates, expectations.
 
-Seeds are independent simulations, so they run in worker processes (``jobs``); the
-results are ordered by seed, which makes ``--jobs 2`` give exactly what ``--jobs 1``
-gives. A sweep is the cross product of its parameters' values; every point is an
-experiment of its own (resolved and validated before anything runs).
+Every run is a task ``Task(point, seed)``; the tasks of every sweep point form one list,
+so ``--jobs`` (or a Dask cluster, ``experiment.executors``) runs points side by side as
+well as seeds. Runs come back in whatever order they finish and are put back in
+(point, seed) order, which makes the results independent of the executor, the number of
+workers and of sharding (``--shard K/N`` runs every N-th task). A sweep is the cross
+product of its parameters' values; every point is an experiment of its own (resolved and
+validated before anything runs). A ``Journal`` (``experiment.resume``) keeps every run
+as it finishes, so an interrupted run can be resumed.
 """
 
 from __future__ import annotations
@@ -18,12 +22,16 @@ from typing import Any
 from ..errors import InputError
 from ..scenarios.conditions import holds
 from ..scenarios.resolve import Experiment
+from ..scenarios.schema import Expectation
 from ..scenarios.yamldoc import Override, YamlDoc
-from .assembly import RunResult, simulate
+from .assembly import RunResult
+from .executors import ExecutorOptions, Task, make_executor
 from .load import load
-from .pool import WorkerPool
+from .resume import Journal, StoredExperiment, StoredRun
+from .shards import Shard
 
 Progress = Callable[[int, int], None]
+Run = RunResult | StoredRun  # a run simulated here, or read back from a results directory
 
 
 @dataclass
@@ -40,10 +48,11 @@ class ExpectOutcome:
 class PointResult:
     """All seeds of one experiment (one sweep point)."""
 
-    experiment: Experiment
+    experiment: Experiment | StoredExperiment
     values: dict[str, Any]  # the sweep values of this point ({} without a sweep)
-    runs: list[RunResult]
+    runs: list[Run]
     expectations: list[ExpectOutcome]
+    index: int | None = None  # the point's place in the sweep (names point-NNN)
 
     @property
     def ok(self) -> bool:
@@ -53,7 +62,7 @@ class PointResult:
         return aggregate(self.runs)
 
 
-def aggregate(runs: Sequence[RunResult]) -> dict[str, dict[str, float]]:
+def aggregate(runs: Sequence[Run]) -> dict[str, dict[str, float]]:
     """mean, min, max and sum of every metric over the seeds."""
     out: dict[str, dict[str, float]] = {}
     for name in runs[0].metrics:
@@ -67,9 +76,14 @@ def aggregate(runs: Sequence[RunResult]) -> dict[str, dict[str, float]]:
     return out
 
 
-def evaluate(exp: Experiment, runs: Sequence[RunResult]) -> list[ExpectOutcome]:
+def evaluate(exp: Experiment | StoredExperiment, runs: Sequence[Run]) -> list[ExpectOutcome]:
+    return evaluate_expect(exp.scenario.expect, runs)
+
+
+def evaluate_expect(expect: dict[str, Expectation], runs: Sequence[Run]) -> list[ExpectOutcome]:
+    """Each ``expect:`` condition over the seeds of one point."""
     outcomes = []
-    for name, expectation in exp.scenario.expect.items():
+    for name, expectation in expect.items():
         passed = [r.seed for r in runs if holds(expectation.condition, r.metrics[name])]
         failed = [r.seed for r in runs if r.seed not in passed]
         ok = len(passed) >= expectation.required(len(runs))
@@ -79,9 +93,35 @@ def evaluate(exp: Experiment, runs: Sequence[RunResult]) -> list[ExpectOutcome]:
     return outcomes
 
 
-def _simulate(args: tuple[Experiment, int, bool]) -> RunResult:
-    exp, seed, trace = args
-    return simulate(exp, seed, trace=trace)
+def plan(points: Sequence[tuple[dict[str, Any], Experiment]],
+         seeds: Sequence[int] | None = None) -> list[Task]:
+    """Every run of every point, in (point, seed) order: ``seeds``, or each point's own
+    ``run.seeds``."""
+    return [Task(i, seed) for i, (_, exp) in enumerate(points)
+            for seed in (seeds if seeds is not None else exp.scenario.run.seeds)]
+
+
+def run_tasks(
+    experiments: Sequence[Experiment],
+    tasks: Sequence[Task],
+    *,
+    executor: str = "local",
+    options: ExecutorOptions | None = None,
+    trace: bool = False,
+    progress: Progress | None = None,
+    journal: Journal | None = None,
+) -> dict[Task, Run]:
+    """Run ``tasks`` on the executor named ``executor``; with a ``journal``, every run is
+    kept on disk as it finishes (and handed back as a ``StoredRun``)."""
+    runs: dict[Task, Run] = {}
+    if not tasks:
+        return runs
+    with make_executor(executor, experiments, trace=trace, options=options) as ex:
+        for task, run in ex.run(tasks):
+            runs[task] = journal.keep(task, run) if journal is not None else run
+            if progress:
+                progress(len(runs), len(tasks))
+    return runs
 
 
 def run_seeds(
@@ -91,19 +131,11 @@ def run_seeds(
     jobs: int = 1,
     trace: bool = False,
     progress: Progress | None = None,
-    done_before: int = 0,
-    total: int | None = None,
 ) -> list[RunResult]:
-    """Simulate every seed, in ``jobs`` processes; results in seed order."""
-    total = total if total is not None else len(seeds)
-    tasks = [(exp, seed, trace) for seed in seeds]
-    results: list[RunResult] = []
-    with WorkerPool(min(jobs, len(tasks))) as pool:
-        for result in pool.imap(_simulate, tasks, ordered=False):
-            results.append(result)
-            if progress:
-                progress(done_before + len(results), total)
-    return sorted(results, key=lambda r: r.seed)
+    """Simulate every seed of one experiment, in ``jobs`` processes; results in seed order."""
+    runs = run_tasks([exp], [Task(0, s) for s in seeds], options=ExecutorOptions(jobs=jobs),
+                     trace=trace, progress=progress)
+    return [run for _, run in sorted(runs.items()) if isinstance(run, RunResult)]
 
 
 def sweep_points(exp: Experiment, path: Path) -> list[tuple[dict[str, Any], list[Override]]]:
@@ -149,19 +181,49 @@ def run_experiment(
     jobs: int | None = None,
     trace: bool = False,
     progress: Progress | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    connect_timeout: float = 10.0,
+    shard: Shard | None = None,
+    journal: Journal | None = None,
 ) -> list[PointResult]:
     """Run every point of a scenario (one without a sweep) with every seed."""
-    points = prepare(path, sets)
-    jobs = jobs if jobs is not None else (os.cpu_count() or 1)
-    per_point = [seeds if seeds is not None else exp.scenario.run.seeds for _, exp in points]
-    total = sum(len(s) for s in per_point)
+    return run_prepared(
+        prepare(path, sets), seeds=seeds, jobs=jobs, trace=trace, progress=progress,
+        executor=executor, scheduler=scheduler, connect_timeout=connect_timeout,
+        shard=shard, journal=journal,
+    )
+
+
+def run_prepared(
+    points: Sequence[tuple[dict[str, Any], Experiment]],
+    *,
+    seeds: Sequence[int] | None = None,
+    jobs: int | None = None,
+    trace: bool = False,
+    progress: Progress | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    connect_timeout: float = 10.0,
+    shard: Shard | None = None,
+    journal: Journal | None = None,
+) -> list[PointResult]:
+    """Run the points ``prepare`` returned: one task list over every point and seed (or
+    the ``shard``'s slice of it), less the runs the ``journal`` already holds
+    (``--resume``). Points without a run in the shard are left out."""
+    tasks = plan(points, seeds)
+    if shard is not None:
+        tasks = shard.select(tasks)
+    runs: dict[Task, Run] = dict(journal.stored(tasks)) if journal is not None else {}
+    todo = [t for t in tasks if t not in runs]
+    options = ExecutorOptions(jobs=jobs if jobs is not None else (os.cpu_count() or 1),
+                              scheduler=scheduler, connect_timeout=connect_timeout)
+    runs.update(run_tasks([exp for _, exp in points], todo, executor=executor,
+                          options=options, trace=trace, progress=progress, journal=journal))
     results = []
-    done = 0
-    for (values, exp), point_seeds in zip(points, per_point, strict=True):
-        runs = run_seeds(
-            exp, point_seeds, jobs=jobs, trace=trace, progress=progress,
-            done_before=done, total=total,
-        )
-        done += len(runs)
-        results.append(PointResult(exp, values, runs, evaluate(exp, runs)))
+    for i, (values, exp) in enumerate(points):
+        mine = [runs[t] for t in tasks if t.point == i]
+        if mine:
+            mine.sort(key=lambda r: r.seed)
+            results.append(PointResult(exp, values, mine, evaluate(exp, mine), i))
     return results

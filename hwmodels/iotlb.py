@@ -102,7 +102,7 @@ class Iotlb:
         if self._tracer is not None:
             self._tracer.emit(
                 self.name, "fill", domain=domain, iova=iova, size_lg2=size_lg2,
-                negative=value is NEGATIVE, evicted=victim is not None,
+                negative=value is NEGATIVE, evicted=victim is not None, entries=len(self),
             )
 
     def fill_negative(self, domain: int, iova: int, size_lg2: int) -> None:
@@ -147,7 +147,8 @@ class Iotlb:
         self.invalidations += 1
         self.invalidated += removed
         if self._tracer is not None:
-            self._tracer.emit(self.name, "invalidate", how=how, removed=removed, **fields)
+            self._tracer.emit(self.name, "invalidate", how=how, removed=removed,
+                              entries=len(self), **fields)
         return removed
 
     def _count(self, lg2: int, delta: int) -> None:

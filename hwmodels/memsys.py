@@ -286,7 +286,11 @@ class MemorySystem(Memory):
                 line, [cpu.get(a, 0) for a in range(line, line + self.line_bytes, WORD)]
             )
         if self._tracer is not None:
-            self._tracer.emit(self.name, "write_back", line=line, writer=writer, by=how)
+            if self.write_buffer is None:
+                self._tracer.emit(self.name, "write_back", line=line, writer=writer, by=how)
+            else:  # the buffer's depth with this line in it (Perfetto's counter)
+                self._tracer.emit(self.name, "write_back", line=line, writer=writer, by=how,
+                                  depth=self.write_buffer.pending)
 
     def stats(self) -> dict[str, float]:
         return {

@@ -60,8 +60,9 @@ class WalkerPort:
         self.freed_reads = 0
         self.updates = 0
 
-    def read(self, pa: int) -> Generator[simpy.Event, Any, int]:
-        """Read the word at ``pa`` (``value = yield from port.read(pa)``)."""
+    def read(self, pa: int, walk: int = 0) -> Generator[simpy.Event, Any, int]:
+        """Read the word at ``pa`` (``value = yield from port.read(pa)``); ``walk``: the
+        walker's number for the walk, traced so a read is tied to its walk."""
         mem = self.memory
         self.reads += 1
         if self.cfg.coherent_walk:
@@ -74,7 +75,12 @@ class WalkerPort:
         freed = self.allocator.is_free(pa)
         self.freed_reads += freed
         if self._tracer is not None:
-            self._tracer.emit(self.name, "read", pa=pa, value=value, stale=stale, freed=freed)
+            if walk:
+                self._tracer.emit(self.name, "read", pa=pa, value=value, stale=stale,
+                                  freed=freed, walk=walk)
+            else:
+                self._tracer.emit(self.name, "read", pa=pa, value=value, stale=stale,
+                                  freed=freed)
         if self.cfg.coherent_walk and mem.is_dirty(pa):
             self.snoops += 1
             wait = advance(self.env, self.cfg.snoop)
@@ -84,7 +90,8 @@ class WalkerPort:
             yield from self.dram.access(False)
         return value
 
-    def update(self, pa: int, expected: int, new: int) -> Generator[simpy.Event, Any, int]:
+    def update(self, pa: int, expected: int, new: int,
+               walk: int = 0) -> Generator[simpy.Event, Any, int]:
         """Atomically replace ``expected`` by ``new`` at ``pa``; returns the word found."""
         mem = self.memory
         self.updates += 1
@@ -92,7 +99,10 @@ class WalkerPort:
         if found == expected:
             mem.device_write(pa, new)
         if self._tracer is not None:
-            self._tracer.emit(self.name, "update", pa=pa, found=found, new=new)
+            if walk:
+                self._tracer.emit(self.name, "update", pa=pa, found=found, new=new, walk=walk)
+            else:
+                self._tracer.emit(self.name, "update", pa=pa, found=found, new=new)
         yield from self.dram.access(True)
         return found
 

@@ -65,9 +65,9 @@ class WriteBuffer:
     def flush(self) -> int:
         """Write every pending line to DRAM now (a write-buffer flush completing)."""
         entries = self._entries
-        for line, words in entries.values():
-            self._write(line, words, "flush")
         n = len(entries)
+        for i, (line, words) in enumerate(entries.values(), 1):
+            self._write(line, words, "flush", n - i)
         entries.clear()
         self._by_line.clear()
         self.flushes += 1
@@ -96,9 +96,10 @@ class WriteBuffer:
         if not keys:
             del self._by_line[line]
         self.lines_drained += 1
-        self._write(line, words, "drain")
+        self._write(line, words, "drain", len(self._entries))
 
-    def _write(self, line: int, words: list[int], how: str) -> None:
+    def _write(self, line: int, words: list[int], how: str, depth: int) -> None:
+        """Write one line to DRAM; ``depth``: the lines still waiting after it (traced)."""
         dram = self._dram
         for pa, value in zip(range(line, line + self._line_bytes, WORD), words, strict=True):
             if value:
@@ -106,7 +107,7 @@ class WriteBuffer:
             else:
                 dram.pop(pa, None)
         if self._tracer is not None:
-            self._tracer.emit(self.name, how, line=line)
+            self._tracer.emit(self.name, how, line=line, depth=depth)
 
     def stats(self) -> dict[str, float]:
         return {

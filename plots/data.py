@@ -7,7 +7,9 @@ file and, for traces, the line.
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -80,13 +82,40 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
             "_path": str(base)}
 
 
+TRACE_SUFFIXES = (".jsonl.gz", ".jsonl")  # as iommusim run writes them (gzip by default)
+
+
+def trace_seed(path: str | Path) -> str:
+    """'trace-3.jsonl.gz' -> '3' (the name without 'trace-' and the trace suffix)."""
+    name = Path(path).name
+    for suffix in TRACE_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name.removeprefix("trace-")
+
+
+def is_trace(path: str | Path) -> bool:
+    return Path(path).name.endswith(TRACE_SUFFIXES)
+
+
+def _trace_text(path: Path) -> str:
+    """A trace file's text: ``.jsonl`` as it is, ``.jsonl.gz`` decompressed."""
+    if not path.name.endswith(".gz"):
+        return path.read_text(encoding="utf-8")
+    with gzip.open(path, "rb") as f:
+        return f.read().decode("utf-8")
+
+
 def load_trace(path: str | Path) -> list[dict[str, Any]]:
-    """A trace-<seed>.jsonl file: one record (cycle, component, event, fields) per line."""
+    """A trace-<seed>.jsonl(.gz) file: one record (cycle, component, event, fields) per line."""
     path = Path(path)
     try:
-        lines = path.read_text().splitlines()
+        lines = _trace_text(path).splitlines()
     except FileNotFoundError:
         raise _problem(path, "no such file") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error):
+        raise _problem(path, "not a complete gzip file") from None
+    except UnicodeDecodeError:
+        raise _problem(path, "not UTF-8 text") from None
     except OSError as exc:
         raise _problem(path, f"cannot read: {exc.strerror}") from None
     records = []
@@ -108,9 +137,9 @@ def load_trace(path: str | Path) -> list[dict[str, Any]]:
 def trace_files(folder: str | Path) -> dict[int, Path]:
     """The traces in a results directory, by seed."""
     out = {}
-    for p in Path(folder).glob("trace-*.jsonl"):
-        seed = p.stem.removeprefix("trace-")
-        if seed.isdigit():
+    for p in sorted(Path(folder).glob("trace-*.jsonl*"), reverse=True):  # plain wins over .gz
+        seed = trace_seed(p)
+        if seed.isdigit() and is_trace(p):
             out[int(seed)] = p
     return dict(sorted(out.items()))
 

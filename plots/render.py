@@ -13,7 +13,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from ..errors import InputError, Problem
-from .data import load_results, load_sweep, load_trace, trace_files
+from .data import is_trace, load_results, load_sweep, load_trace, trace_files, trace_seed
 from .flushes import flush_figure
 from .kinds import KINDS, accepting
 from .latency import dma_latency_figure
@@ -79,7 +79,7 @@ def classify(path: Path) -> str:
                    "directory (index.json)")
     if not path.exists():
         raise _bad(str(path), "no such file or directory")
-    if path.suffix == ".jsonl":
+    if is_trace(path):
         return "trace"
     if path.name == "index.json":
         return "sweep"
@@ -243,8 +243,8 @@ def default_output(inputs: Sequence[str], kind: str) -> Path:
     """``<results dir>/<kind>.png`` (``timeline-<seed>.png`` beside a trace)."""
     first = Path(inputs[0])
     folder = first if first.is_dir() else first.parent
-    if first.suffix == ".jsonl":
-        return folder / f"timeline-{first.stem.removeprefix('trace-')}.png"
+    if is_trace(first):
+        return folder / f"timeline-{trace_seed(first)}.png"
     return folder / f"{kind}.png"
 
 

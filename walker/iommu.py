@@ -95,6 +95,7 @@ class Iommu:
         self.formats: dict[int, HwFormat] = {d: HW_FORMATS[f] for d, f in domains.items()}
         self.truth = truth
         self.slots = simpy.Resource(self.env, self.cfg.walker_slots)
+        self._busy_slots: set[int] = set()  # slot numbers of traced walks in progress
         self._walking: dict[tuple[int, int], simpy.Event] = {}
         self.faults: list[Fault] = []
         self.incidents: list[Incident] = []
@@ -138,7 +139,10 @@ class Iommu:
             try:
                 with self.slots.request() as slot:
                     yield slot
-                    tr = yield from self._walk(device, domain, iova, is_write)
+                    if self._tracer is None:
+                        tr = yield from self._walk(device, domain, iova, is_write)
+                    else:
+                        tr = yield from self._traced_walk(device, domain, iova, is_write)
             finally:
                 # Without merging, a concurrent walk of the page may have replaced us.
                 if self._walking.get(key) is done:
@@ -163,11 +167,30 @@ class Iommu:
         pa = entry.base | (iova & ((1 << entry.size_lg2) - 1))
         return Translation(OK, pa, "iotlb")
 
+    def _traced_walk(self, device: str, domain: int, iova: int, is_write: bool) -> Events:
+        """A walk between ``walk_start`` and ``walk_end`` trace records naming its walker
+        slot (the lowest free number: the slot tracks of a Perfetto trace) and its walk
+        number, which its item reads carry too."""
+        assert self._tracer is not None
+        slot = min(set(range(self.cfg.walker_slots)) - self._busy_slots)
+        self._busy_slots.add(slot)
+        walk = self.walks + 1  # the number _walk gives it, before anything else can run
+        self._tracer.emit(self.name, "walk_start", walk=walk, slot=slot, device=device,
+                          domain=domain, iova=iova, is_write=is_write)
+        try:
+            tr = yield from self._walk(device, domain, iova, is_write)
+        finally:
+            self._busy_slots.discard(slot)
+        self._tracer.emit(self.name, "walk_end", walk=walk, slot=slot, outcome=tr.outcome,
+                          path=tr.path, reason=tr.reason, level=tr.level)
+        return tr
+
     def _walk(self, device: str, domain: int, iova: int, is_write: bool) -> Events:
         """One page walk: walk-cache probes, then item reads down to the leaf. Inlined in
         one function: it runs for every IOTLB miss, the hot path of DMA simulation."""
         env, cfg = self.env, self.cfg
         self.walks += 1
+        walk = self.walks
         hw = self.formats.get(domain)
         root = self.queue.root(domain)
         if hw is None or root is None:
@@ -202,7 +225,7 @@ class Iommu:
                 self.record_incident("use_after_free", device, domain, iova, pte_pa)
             elif not self.port.is_live_table(pte_pa):
                 self.record_incident("non_table_read", device, domain, iova, pte_pa)
-            raw = yield from self.port.read(pte_pa)
+            raw = yield from self.port.read(pte_pa, walk)
             item = hw.decode(level, raw)
             if item.kind == NOT_PRESENT:
                 self.iotlb.fill_negative(domain, iova, hw.granule_lg2)
@@ -230,7 +253,7 @@ class Iommu:
             if cfg.access_dirty and hw.accessed_bit:
                 want = raw | hw.accessed_bit | (hw.dirty_bit if is_write else 0)
                 if want != raw:
-                    found = yield from self.port.update(pte_pa, raw, want)
+                    found = yield from self.port.update(pte_pa, raw, want, walk)
                     if found == raw:
                         self.ad_updates += 1
                         dirty = bool(want & hw.dirty_bit)

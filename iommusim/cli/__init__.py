@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import InputError
 from .run import DEFAULT_SCENARIO, SUMMARY_METRICS
+from .signals import report_interrupt, sigterm_as_interrupt
 
 # In the order ``iommusim --help`` lists them (module names: "-" becomes "_").
 COMMANDS = (
-    "run", "check", "perf", "plot", "explore", "replay", "validate", "list", "show-config",
-    "schema",
+    "run", "check", "merge", "perf", "plot", "explore", "replay", "validate", "list",
+    "show-config", "schema", "trace",
 )
 
 __all__ = ["COMMANDS", "DEFAULT_SCENARIO", "SUMMARY_METRICS", "build_parser", "main"]
@@ -40,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with sigterm_as_interrupt():
+            return args.func(args)
     except InputError as exc:
         print(f"iommusim: {len(exc.problems)} problem(s) in the input:", file=sys.stderr)
         for problem in exc.problems:
@@ -50,9 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (e.g. `iommusim list | head`): stop quietly.
         sys.stderr.close()
         return 0
-    except KeyboardInterrupt:
-        print("iommusim: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (signals.Terminated)
+        return report_interrupt(exc)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
+from ..experiment.executors import EXECUTORS
 from ..experiment.metrics import meaning
 from ..experiment.results import write_results
-from ..experiment.runner import PointResult, run_experiment
+from ..experiment.resume import Journal
+from ..experiment.runner import PointResult, plan, prepare, run_prepared
+from ..experiment.shards import Shard, manifest
+from ..experiment.traces import DEFAULT_TRACE_FORMAT, TRACE_FORMATS
 from ..scenarios.resolve import find_scenario
 from .common import add_set, nonneg_int, positive_int, progress_printer
 
@@ -44,10 +49,57 @@ def add_parser(sub: Any) -> None:
     add_set(p)
     p.add_argument("--out", metavar="DIR", help="results directory (default: results/<name>)")
     p.add_argument("--trace", action="store_true", help="also write the event trace per seed")
+    p.add_argument("--trace-format", type=trace_format_list, metavar="FMT[,FMT]",
+                   help=f"trace formats, implies --trace: {', '.join(TRACE_FORMATS)} "
+                   f"(default {DEFAULT_TRACE_FORMAT})")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--plot", action="store_true",
                    help="also write the standard figures next to results.json")
+    add_engine_options(p)
     p.set_defaults(func=run)
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    """Where the runs execute, and which of them (README, "Sweeps on many machines")."""
+    p.add_argument("--executor", choices=list(EXECUTORS), default="local",
+                   help="where the runs execute: local processes (default) or a Dask cluster")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="the Dask scheduler (tcp://host:8786) for --executor dask; "
+                   "without it a local Dask cluster of --jobs workers")
+    p.add_argument("--connect-timeout", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="give up reaching the scheduler after this long (default 10)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs already in --out (or kept from an interrupted run) "
+                   "and run only the others")
+    p.add_argument("--shard", type=shard_arg, metavar="K/N",
+                   help="run only the K-th of N slices of the runs; join the slices with "
+                   "`iommusim merge`")
+
+
+def trace_format_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    bad = [n for n in names if n not in TRACE_FORMATS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{', '.join(bad) or repr(text)}: not a trace format "
+                                         f"(formats: {', '.join(TRACE_FORMATS)})")
+    return names
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def shard_arg(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,12 +109,31 @@ def run(args: argparse.Namespace) -> int:
         seeds = [args.seed]
     elif args.seeds is not None:
         seeds = list(range(1, args.seeds + 1))
-    points = run_experiment(
-        path, args.set, seeds=seeds, jobs=args.jobs, trace=args.trace,
-        progress=progress_printer(args.quiet),
-    )
-    out = Path(args.out) if args.out else Path("results") / points[0].experiment.scenario.name
-    files = write_results(out, points, trace=args.trace)
+    prepared = prepare(path, args.set)
+    formats = args.trace_format or ((DEFAULT_TRACE_FORMAT,) if args.trace else ())
+    out = Path(args.out) if args.out else Path("results") / prepared[0][1].scenario.name
+    extra = None
+    if args.shard is not None:
+        extra = {"shard.json": manifest(args.shard, prepared, plan(prepared, seeds))}
+    journal = Journal(out, prepared, formats, resume=args.resume)
+    try:
+        points = run_prepared(
+            prepared, seeds=seeds, jobs=args.jobs, trace=bool(formats),
+            progress=progress_printer(args.quiet), executor=args.executor,
+            scheduler=args.scheduler, connect_timeout=args.connect_timeout,
+            shard=args.shard, journal=journal,
+        )
+        if journal.reused and not args.quiet:
+            print(f"resumed: {journal.reused} run(s) taken from {out} and {journal.dir.name}",
+                  file=sys.stderr)
+        files = write_results(out, points, trace=formats, extra=extra)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say where the finished runs are
+        if journal.note():
+            exc.add_note(journal.note())
+        raise
+    journal.close()
+    if args.shard is not None:
+        return print_shard(points, files, args.shard)
     print_summary(points, files)
     if args.plot:
         from ..plots import standard_figures
@@ -113,3 +184,16 @@ def print_expectations(points: list[PointResult]) -> None:
             if e.failed_seeds and not e.ok:
                 detail += f"; fails on seeds {', '.join(map(str, e.failed_seeds[:20]))}"
             print(f"  expect {e.metric} {e.condition}{where}: {verdict}, {detail}")
+
+
+def print_shard(points: list[PointResult], files: list[Path], shard: Shard) -> int:
+    """A shard's summary: what it ran; its expectations are judged once merged."""
+    runs = sum(len(p.runs) for p in points)
+    swept = len(points) > 1 or bool(points[0].values)
+    where = files[0].parent.parent if swept else files[0].parent
+    print(f"{points[0].experiment.scenario.name}: shard {shard}, {runs} run(s) of "
+          f"{len(points)} point(s)")
+    print("  expectations are judged on the whole experiment: join the shards with "
+          "`iommusim merge SHARD_DIR... --out DIR`")
+    print(f"results: {where}")
+    return 0

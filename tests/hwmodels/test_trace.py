@@ -19,10 +19,11 @@ def test_trace_of_a_store_and_its_flush_through_the_write_buffer(rig):
     assert [tuple(r) for r in m.tracer.records] == [
         (0, "cpu1", "op_start", {"op": "map"}),
         (0, "cpu1", "store", {"op": "map", "cost": 4, "result": None, "pa": 0x1008, "value": 7}),
-        (4, "cache", "write_back", {"line": 0x1000, "writer": 1, "by": "flush"}),
+        # depth: the lines in the write buffer once this one is in (Perfetto's counter)
+        (4, "cache", "write_back", {"line": 0x1000, "writer": 1, "by": "flush", "depth": 1}),
         (4, "cpu1", "flush",
          {"op": "map", "cost": 330, "result": None, "pa": 0x1008, "nbytes": 8, "cause": "leaf"}),
-        (104, "iommu.write_buffer", "drain", {"line": 0x1000}),
+        (104, "iommu.write_buffer", "drain", {"line": 0x1000, "depth": 0}),
         (334, "cpu1", "op_end", {"op": "map", "result": [None, None]}),
     ]
 

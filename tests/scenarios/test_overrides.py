@@ -8,7 +8,7 @@ import json
 
 import yaml
 
-from iommusim.experiment import runner
+from iommusim.experiment import executors
 from iommusim.experiment.assembly import simulate
 
 
@@ -185,7 +185,7 @@ def test_sweep_validates_every_point_before_running(cli, scenario, tmp_path, mon
         calls.append(seed)
         return simulate(exp, seed, trace=trace)
 
-    monkeypatch.setattr(runner, "simulate", counting)
+    monkeypatch.setattr(executors, "simulate", counting)
     # only the last point is bad
     path = scenario(h.BASE + "sweep: {iommu.link: [10, 20, -5]}\n")
     r = cli("run", path, "--jobs", "1", "--quiet", "--out", "out")

@@ -3,6 +3,7 @@ traces, ``--out`` and atomic writes."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from iommusim import cli as cli_module
-from iommusim.experiment import metrics, results, runner
+from iommusim.experiment import executors, metrics, results
 from iommusim.experiment.assembly import simulate
 
 # Metric names the issue requires in every run.
@@ -156,9 +157,10 @@ def test_config_resolved_yaml(cli, scenario, tmp_path, h):
 
 def test_trace_files(cli, scenario, tmp_path, h):
     run_ok(cli, scenario(h.BASE), "--jobs", "1", "--trace", "--out", "out")
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["config.resolved.yaml", "results.json", "trace-1.jsonl", "trace-2.jsonl"]
-    rows = [json.loads(line) for line in (tmp_path / "out" / "trace-1.jsonl").open()]
+    names = sorted(p.name for p in (tmp_path / "out").glob("trace-*"))
+    assert names == ["trace-1.jsonl.gz", "trace-2.jsonl.gz"]  # gzip-compressed by default
+    text = gzip.decompress((tmp_path / "out" / "trace-1.jsonl.gz").read_bytes()).decode()
+    rows = [json.loads(line) for line in text.splitlines()]
     assert rows
     for row in rows:
         assert {"cycle", "component", "event"} <= set(row)
@@ -326,7 +328,7 @@ def test_crash_mid_run_keeps_old_results(cli, tmp_path, old_results, monkeypatch
             raise RuntimeError("simulator bug")
         return simulate(exp, seed, trace=trace)
 
-    monkeypatch.setattr(runner, "simulate", crashing)
+    monkeypatch.setattr(executors, "simulate", crashing)
     with pytest.raises(RuntimeError, match="simulator bug"):
         cli_module.main(["run", str(path), "--seeds", "3", "--jobs", "1", "--quiet",
                          "--out", "out"])
@@ -340,7 +342,7 @@ def test_interrupt_mid_run_keeps_old_results(cli, tmp_path, old_results, monkeyp
     def interrupted(exp, seed, *, trace=False):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "simulate", interrupted)
+    monkeypatch.setattr(executors, "simulate", interrupted)
     r = cli("run", path, "--jobs", "1", "--quiet", "--out", "out")
     assert r.rc == 130
     assert r.err == "iommusim: interrupted\n"

@@ -1,0 +1,28 @@
+"""``iommusim merge``: join the shard directories of ``iommusim run --shard K/N``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..experiment.results import write_results
+from ..experiment.shards import merge
+from .run import print_summary
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("merge", help="join shard directories (run --shard K/N) into one",
+                       description="Join the results directories of `iommusim run --shard "
+                       "K/N` (all N of them) into the results directory the whole run "
+                       "would have written, then print its summary and verdict.")
+    p.add_argument("shards", nargs="+", metavar="SHARD_DIR", help="the shard directories")
+    p.add_argument("--out", required=True, metavar="DIR", help="the merged results directory")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    points, formats = merge([Path(d) for d in args.shards])
+    files = write_results(Path(args.out), points, trace=formats)
+    print_summary(points, files)
+    return 0 if all(p.ok for p in points) else 1
