@@ -110,14 +110,17 @@ class LegacyTable(SyncTableApi):
     # --- the synchronous API (the rest is SyncTableApi's) ---------------------------
     def iova_to_phys(self, iova: int, *, view: str = "cpu") -> int | None:
         """As ``PageTable.iova_to_phys``: ``cpu`` through the executor, ``hw`` from the
-        root the hardware was given over DRAM, ``peek`` the CPU view at no cost."""
+        root the hardware was given over DRAM, ``peek`` the CPU view at no cost, also
+        from the hardware's root: a walk from the domain words would spin for ever in
+        zero time on AMD v1's seqcount while a grower sits inside its write section
+        (and could pair a torn root and mode without it)."""
         memory = self.executor.memory
         if view == "cpu":
             ret, pa = self.run(self.drv.lookup(iova))
         elif view == "hw":
             ret, pa = self.drv.peek(memory.hw, iova, self.executor.roots[self.drv.domain])
         elif view == "peek":
-            ret, pa = self.drv.peek(memory.cpu, iova, None)
+            ret, pa = self.drv.peek(memory.cpu, iova, self.executor.roots[self.drv.domain])
         else:
             raise ValueError(f"view must be 'cpu', 'hw' or 'peek', not {view!r}")
         return pa if ret == 0 else None
