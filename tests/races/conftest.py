@@ -67,6 +67,9 @@ def fix_on(switch: str) -> str:
     return f"kernel.fixes.{switch}=true"
 
 
+GENPT = "table.implementation=genpt"  # the fix of the io-pgtable code's own races
+
+
 def assert_symptom(off: Outcome) -> None:
     """Every expectation of the scenario (the symptom with the fix off) holds on at
     least the fraction of seeds it states."""
@@ -92,20 +95,23 @@ def report(
     off: Outcome,
     on: Outcome,
     costs: Sequence[tuple[str, str]],
+    sides: tuple[str, str] | None = None,
 ) -> list[str]:
     """Print and record the reproduction rate and the fix's cost.
 
     ``costs`` are (metric, unit) pairs compared fix on vs off, e.g.
-    ("cpu.map.latency.mean", "cycles per map").
+    ("cpu.map.latency.mean", "cycles per map"). ``sides`` names the two runs when the
+    fix is not a switch (``("table.implementation=io-pgtable", "...=genpt")``).
     """
+    bug, fixed = sides or (f"{switch}=false", f"{switch}=true")
     hit = off.symptomatic()
     lines = [
-        f"[{off.name}] {switch}=false: {e.metric} {e.condition} on {len(e.passed_seeds)}/"
+        f"[{off.name}] {bug}: {e.metric} {e.condition} on {len(e.passed_seeds)}/"
         f"{off.seeds} seeds ({100 * len(e.passed_seeds) / off.seeds:.0f}%, needs {e.seeds})"
         for e in off.expectations
     ]
     lines.append(
-        f"[{off.name}] {switch}=true: symptom on {len(on.symptomatic())}/{on.seeds} seeds"
+        f"[{off.name}] {fixed}: symptom on {len(on.symptomatic())}/{on.seeds} seeds"
     )
     record_property("scenario", off.name)
     record_property("switch", switch)
@@ -133,6 +139,7 @@ class Harness:
 
     run = staticmethod(run)
     fix_on = staticmethod(fix_on)
+    genpt = GENPT
     assert_symptom = staticmethod(assert_symptom)
     assert_clean = staticmethod(assert_clean)
     report = staticmethod(report)
