@@ -183,13 +183,19 @@ class MemorySystem(Memory):
         return self.cpu_cmpxchg(self.writer, pa, expected, new)[0]
 
     def flush(self, pa: int, nbytes: int) -> int:
-        """clflush_cache_range: write back dirty lines, drop all; returns the line count."""
+        """clflush_cache_range: write back dirty lines, drop all; returns the line count.
+
+        ``write_back_line`` inlined: every FLUSH transaction comes here."""
         lines = self.lines(pa, nbytes)
+        n = len(lines)
         self.flushes += 1
-        self.flushed_lines += len(lines)
+        self.flushed_lines += n
+        holders, dirty = self.holders, self.dirty
         for line in lines:
-            self.write_back_line(line)
-        return len(lines)
+            holders.pop(line, None)
+            if line in dirty:
+                self._write_back(line, "flush")
+        return n
 
     def write_back_line(self, line_pa: int) -> None:
         """clflush one line: write it back if it is dirty and drop it from every cache."""

@@ -157,18 +157,49 @@ def range_to_end_index(pts: State) -> int:
 
 
 def iter_first(pts: State) -> None:
-    pts.index = range_to_index(pts)
-    pts.end_index = range_to_end_index(pts)
-    c = pts.range.common
+    """range_to_index and range_to_end_index, inlined: every table a walk visits
+    starts here (one format lookup, no helper calls)."""
+    rng = pts.range
+    c = rng.common
+    level = pts.level
+    fmt = c.fmt
+    isz = fmt.isz[level]
     if c.debug:
-        c.warn_on(pts.index > pts.end_index, "walk starts past its end")
+        c.warn_on(level > rng.top_level, "level above the top")
+    va = rng.va
+    last_va = rng.last_va
+    if rng.top_level == level:
+        mask = (1 << rng.max_vasz_lg2) - 1
+        index = (va & mask) >> isz
+        end = index + 1 if va == last_va else ((last_va & mask) >> isz) + 1
+    else:
+        n = fmt.num_items_lg2(c, level)
+        index = (va >> isz) & ((1 << n) - 1)
+        if va == last_va:
+            end = index + 1
+        elif ((va ^ last_va) >> (n + isz)) == 0:  # div_eq(va, last_va, n + isz)
+            end = ((last_va >> isz) & ((1 << n) - 1)) + 1
+        else:
+            end = 1 << n
+    pts.index = index
+    pts.end_index = end
+    if c.debug:
+        c.warn_on(index > end, "walk starts past its end")
 
 
 def index_to_va(pts: State) -> None:
-    """Move range.va to the start of the current item (the lazy VA update)."""
+    """Move range.va to the start of the current item (the lazy VA update);
+    table_oa_lg2sz and set_mod inlined (once per item a range walk moves on)."""
     rng = pts.range
-    lower = pts.index << rng.common.fmt.isz[pts.level]
-    rng.va = set_mod(rng.va, lower, table_oa_lg2sz(pts))
+    level = pts.level
+    c = rng.common
+    fmt = c.fmt
+    isz = fmt.isz[level]
+    if rng.top_level == level:
+        lg2 = rng.max_vasz_lg2
+    else:
+        lg2 = min(c.max_vasz_lg2, fmt.num_items_lg2(c, level) + isz)
+    rng.va = ((rng.va & ~((1 << lg2) - 1)) | (pts.index << isz)) & U64
 
 
 def next_entry(pts: State) -> None:
@@ -270,6 +301,8 @@ def install_table(pts: State, table_pa_: int) -> Gen:
 def check_install_leaf_args(pts: State, oa: int, oasz_lg2: int) -> bool:
     """pt_check_install_leaf_args: the debug checks every leaf install makes."""
     c = pts.range.common
+    if not c.debug:
+        return True  # every warn_on below is false without debug
     size = isz(pts)
     if c.warn_on(oa & ((1 << oasz_lg2) - 1) != 0, "leaf OA not aligned to its size"):
         return False
