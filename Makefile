@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench fast fast-clean clean
 
 # PYTHONWARNINGS: setuptools tells every editable install of a package-dir layout to
 # mind same-named folders (an InformationOnly warning): known, nothing to act on.
@@ -25,6 +25,17 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Optional: the page-table code compiled with mypyc (README, Performance); needs a C
+# compiler. Used while it matches the sources, else the pure package (tables.compiled);
+# IOMMUSIM_TABLES=pure|compiled|auto chooses. `make fast-clean` removes it.
+FAST = $(BIN)/python -c 'import sys; from iommusim.tables.compiled import main; sys.exit(main(sys.argv[1:]))'
+fast: $(STAMP)
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/pip install --quiet -e '.[test,fast]'
+	$(FAST) build
+
+fast-clean: $(STAMP)
+	$(FAST) clean
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

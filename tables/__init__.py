@@ -5,6 +5,12 @@ same operation generators against one memory, optionally with a separate hardwar
 view, so races between CPUs can be replayed exactly.
 """
 
+# First: the compiled build (``make fast``), when there is a fresh one, is searched
+# before the sources (tables.compiled says which modules and why).
+from . import compiled as _compiled
+
+__path__ = _compiled.search_path(__path__, "")
+
 from .common import DriverPolicy
 from .errors import PTError
 from .executor import Blocked, DirectExecutor, Interleaver

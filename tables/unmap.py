@@ -102,7 +102,7 @@ def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
         yield work(ITEM_WRITE, cleared)
     u.unmapped += num_oas << isz(pts)
     if c.fixes.unmap_flush_changed_only:
-        if flush_start is not None and flush_start != flush_end:
+        if flush_start is not None and flush_end is not None and flush_start != flush_end:
             yield from flush_writes_range(pts, flush_start, flush_end, CAUSE_UNMAP)
     else:
         # Before 5815d930: flush every item the walk visited, changed or not.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from ..compiled import search_path
+
+__path__ = search_path(__path__, "formats")  # the compiled formats first (tables.compiled)
+
 from . import amdv1, amdv1_mock, armv8, riscv64, vtdss, x86_64
 from .base import EMPTY, ENTRY_TYPE_NAMES, OA, TABLE, Format
 

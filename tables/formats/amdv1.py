@@ -66,7 +66,7 @@ class AmdV1(Format):
     dirty_bit = D
     dirty_whole_block = True
     possible_sizes_native = True
-    kunit_cfgs = ({"starting_level": 2},)
+    kunit_cfgs: tuple[dict[str, Any], ...] = ({"starting_level": 2},)
     kunit_fmt_features = 0
 
     def _decrypt(self, common: Common, raw: int) -> int:

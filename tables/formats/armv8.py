@@ -119,10 +119,10 @@ class ArmV8(Format):
         "armv8_s2fwb": S2FWB,
         "armv8_ns": NS_FEATURE,
     }
-    sw_bits = SW_BITS
+    sw_bits: tuple[int, ...] = SW_BITS
     dirty_whole_block = True  # is_write_dirty / make_write_clean cover the whole block
     # The kernel's cfgs 0-2 (cfg 3, TTBR1, is not modelled).
-    kunit_cfgs = (
+    kunit_cfgs: tuple[dict[str, Any], ...] = (
         {"features": F.bit(DBM_FEATURE), "hw_max_oasz_lg2": 48, "hw_max_vasz_lg2": 48},
         {"features": F.bit(NS_FEATURE), "hw_max_oasz_lg2": 48, "hw_max_vasz_lg2": 48},
         {"features": F.bit(S2), "hw_max_oasz_lg2": 48, "hw_max_vasz_lg2": 48},

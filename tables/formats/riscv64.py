@@ -44,7 +44,7 @@ class RiscV64(Format):
     top_phys_mask = ((1 << 56) - 1) & ~((1 << 12) - 1)  # bits 55:12
     supported = F.bit(F.SIGN_EXTEND) | F.bit(F.FLUSH_RANGE) | F.bit(SVNAPOT_64K)
     private_features = {"riscv_svnapot_64k": SVNAPOT_64K}  # noqa: RUF012
-    kunit_cfgs = (
+    kunit_cfgs: tuple[dict[str, Any], ...] = (
         {"features": F.bit(SVNAPOT_64K), "hw_max_oasz_lg2": 56, "hw_max_vasz_lg2": 39},
         {"features": 0, "hw_max_oasz_lg2": 56, "hw_max_vasz_lg2": 48},
         {"features": F.bit(SVNAPOT_64K), "hw_max_oasz_lg2": 56, "hw_max_vasz_lg2": 57},

@@ -46,9 +46,9 @@ class VtdSS(Format):
         "vtdss_force_coherence": FORCE_COHERENCE,
         "vtdss_force_writeable": FORCE_WRITEABLE,
     }
-    sw_bits = (1 << 10, *(1 << b for b in range(52, 61)), 1 << 63)
+    sw_bits: tuple[int, ...] = (1 << 10, *(1 << b for b in range(52, 61)), 1 << 63)
     dirty_bit = D
-    kunit_cfgs = (
+    kunit_cfgs: tuple[dict[str, Any], ...] = (
         {"hw_max_vasz_lg2": 39, "top_level": 2},
         {"hw_max_vasz_lg2": 48, "top_level": 3},
         {"hw_max_vasz_lg2": 57, "top_level": 4},

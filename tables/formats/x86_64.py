@@ -44,8 +44,8 @@ class X86_64(Format):
         | F.bit(F.DMA_INCOHERENT)
     )
     private_features = {"x86_64_amd_encrypt_tables": AMD_ENCRYPT_TABLES}  # noqa: RUF012
-    sw_bits = (1 << 9, 1 << 11, *(1 << b for b in range(52, 63)))
-    kunit_cfgs = (
+    sw_bits: tuple[int, ...] = (1 << 9, 1 << 11, *(1 << b for b in range(52, 63)))
+    kunit_cfgs: tuple[dict[str, Any], ...] = (
         {"features": F.bit(F.SIGN_EXTEND), "hw_max_vasz_lg2": 48, "top_level": 3},
         {"features": F.bit(F.SIGN_EXTEND), "hw_max_vasz_lg2": 57, "top_level": 4},
         {"hw_max_vasz_lg2": 47, "top_level": 3},  # AMD PASID 0: no sign extension
