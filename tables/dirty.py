@@ -27,6 +27,7 @@ from .iter import (
 )
 from .map import make_range_checked_len
 from .transactions import LOAD, STORE
+from .work import CONTIG_SETUP, GATHER, ITEM_EXAMINE, ITEM_WRITE, LEVEL, OP_CALL, work
 
 
 class DirtyArgs:
@@ -93,23 +94,38 @@ def record_dirty(pts: State, dirty: DirtyArgs, n: int) -> Gen:
 
 def _read_and_clear_dirty(rng: Range, dirty: DirtyArgs, level: int, table: int) -> Gen:
     pts = State(rng, level, table)
+    yield work(CONTIG_SETUP)  # this level's loop over the table's items
     iter_first(pts)
+    examined = cleaned = recorded = ret = 0
     while pts.index < pts.end_index:
         t = yield from load_entry(pts)
+        examined += 1
         if t == TABLE:
+            yield work(LEVEL)
             ret = yield from descend(pts, _read_and_clear_dirty, dirty)
             if ret:
-                return ret
+                break
         elif t == OA:
+            block = len(_block(pts))
+            examined += block  # the D bits of the block, read from memory
             is_dirty = yield from is_write_dirty(pts)
             if is_dirty:
                 yield from record_dirty(pts, dirty, num_contig_lg2(pts))
+                recorded += 1
+                cleaned += 0 if dirty.no_clear else block
         next_entry(pts)
-    return 0
+    # One charge per level for the whole loop (tables.work).
+    yield work(ITEM_EXAMINE, examined)
+    if cleaned:
+        yield work(ITEM_WRITE, cleaned)
+    if recorded and not dirty.no_clear:
+        yield work(GATHER, recorded)
+    return ret
 
 
 def read_and_clear_dirty(c: Common, iova: int, size: int, dirty: DirtyArgs) -> Gen:
     """0 or -errno; dirty runs go to ``dirty.runs``, cleaned ranges to its gather."""
+    yield work(OP_CALL)
     if not c.fmt.dirty_supported(c):
         return -EOPNOTSUPP
     err = make_range_checked_len(iova, size)

@@ -221,29 +221,11 @@ def clear_contig(start: State, gather: Gather, step: int) -> Gen:
 
 
 # --- the walk -------------------------------------------------------------------------
-def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
-    """__map_range_leaf: install leaves of m.leaf_pgsize_lg2 in this table."""
-    c = rng.common
-    fmt = c.fmt
-    pts = State(rng, level, table)
-    c.warn_on(m.leaf_level != level, "leaf walker at the wrong level")
-    c.warn_on(not fmt.can_have_leaf(level), "leaf at a level without leaves")
+def install_leaves(pts: State, m: MapArgs, step: int, start_index: int) -> Gen:
+    """The loop of __map_range_leaf: (0 or -errno, the OA after the last leaf)."""
+    c = pts.range.common
     leaf_lg2 = m.leaf_pgsize_lg2
-    step_lg2 = leaf_lg2 - fmt.isz[level]
-    step = 1 << step_lg2
-    need_contig = step_lg2 != 0
-
-    iter_first(pts)
-    start_index = pts.index
-    orig_end = pts.end_index
-    avail = (pts.end_index - pts.index) >> step_lg2
-    if m.num_leaves <= avail:
-        pts.end_index = pts.index + (m.num_leaves << step_lg2)
-        remaining = 0
-    else:
-        remaining = m.num_leaves - avail
-
-    yield work(CONTIG_SETUP)
+    need_contig = step > 1
     oa = m.oa
     ret = 0
     examined = written = 0
@@ -265,18 +247,19 @@ def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
         pts.index += step
         if pts.index >= pts.end_index:
             break
-
     # One charge for the whole run: the C loop is tight (see tables.work).
     yield work(ITEM_EXAMINE, examined)
     if written:
         yield work(ITEM_WRITE, written)
-    yield from flush_writes_range(pts, start_index, pts.index, CAUSE_LEAF)
-    m.oa = oa
-    m.num_leaves = remaining
-    if ret or remaining:
-        return ret
+    return ret, oa
 
-    # This page size is used up. Either the request is done or the size changes.
+
+def next_leaf_size(pts: State, m: MapArgs, step: int, start_index: int, orig_end: int) -> Gen:
+    """The leaves of this size are used up: 0 when the request is done or the table
+    is finished, -EAGAIN to walk this table again with the next size (set in m)."""
+    rng = pts.range
+    c = rng.common
+    leaf_lg2 = m.leaf_pgsize_lg2
     pts.index -= step
     index_to_va(pts)
     pts.index += step
@@ -286,14 +269,45 @@ def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
         return 0
     bitmap = c.pgsize_bitmap
     yield work(PGSIZE_SPLIT)
-    m.leaf_pgsize_lg2 = compute_best_pgsize(c, bitmap, va_after, rng.last_va, oa)
-    m.leaf_level = fmt.pgsz_lg2_to_level(m.leaf_pgsize_lg2)
-    m.num_leaves = pgsz_count(bitmap, va_after, rng.last_va, oa, m.leaf_pgsize_lg2)
+    m.leaf_pgsize_lg2 = compute_best_pgsize(c, bitmap, va_after, rng.last_va, m.oa)
+    m.leaf_level = c.fmt.pgsz_lg2_to_level(m.leaf_pgsize_lg2)
+    m.num_leaves = pgsz_count(bitmap, va_after, rng.last_va, m.oa, m.leaf_pgsize_lg2)
     if pts.index != orig_end:
         if pts.index != start_index:
             index_to_va(pts)
         return -EAGAIN  # walk this table again with the new size
     return 0
+
+
+def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
+    """__map_range_leaf: install leaves of m.leaf_pgsize_lg2 in this table."""
+    c = rng.common
+    fmt = c.fmt
+    pts = State(rng, level, table)
+    c.warn_on(m.leaf_level != level, "leaf walker at the wrong level")
+    c.warn_on(not fmt.can_have_leaf(level), "leaf at a level without leaves")
+    step_lg2 = m.leaf_pgsize_lg2 - fmt.isz[level]
+    step = 1 << step_lg2
+
+    iter_first(pts)
+    start_index = pts.index
+    orig_end = pts.end_index
+    avail = (pts.end_index - pts.index) >> step_lg2
+    if m.num_leaves <= avail:
+        pts.end_index = pts.index + (m.num_leaves << step_lg2)
+        remaining = 0
+    else:
+        remaining = m.num_leaves - avail
+
+    yield work(CONTIG_SETUP)
+    ret, oa = yield from install_leaves(pts, m, step, start_index)
+    yield from flush_writes_range(pts, start_index, pts.index, CAUSE_LEAF)
+    m.oa = oa
+    m.num_leaves = remaining
+    if ret or remaining:
+        return ret
+    ret = yield from next_leaf_size(pts, m, step, start_index, orig_end)
+    return ret
 
 
 def map_range_level(rng: Range, m: MapArgs, level: int, table: int) -> Gen:

@@ -45,7 +45,6 @@ class UnmapArgs:
 
 def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
     """__unmap_range: clear leaves and fully covered tables at this level."""
-    c = rng.common
     pts = State(rng, level, table)
     yield work(CONTIG_SETUP)  # this level's loop over the table's items
     iter_first(pts)
@@ -94,20 +93,27 @@ def unmap_level(rng: Range, u: UnmapArgs, level: int, table: int) -> Gen:
         t = yield from load_entry_raw(pts)
         examined += 1
 
-    # One charge per level for the whole loop (tables.work): every item loaded was
-    # examined; the leaves and the fully covered table items were cleared.
+    u.unmapped += num_oas << isz(pts)
+    yield from finish_level(pts, start_index, examined, num_oas + tables_cleared,
+                            (flush_start, flush_end))
+    return ret
+
+
+def finish_level(pts: State, start_index: int, examined: int, cleared: int,
+                 changed: tuple[int | None, int | None]) -> Gen:
+    """The end of one unmap level: one work charge for its loop (tables.work: every
+    item loaded was examined; the leaves and fully covered table items were
+    cleared), then its flush of the ``changed`` span."""
     yield work(ITEM_EXAMINE, examined)
-    cleared = num_oas + tables_cleared
     if cleared:
         yield work(ITEM_WRITE, cleared)
-    u.unmapped += num_oas << isz(pts)
-    if c.fixes.unmap_flush_changed_only:
+    flush_start, flush_end = changed
+    if pts.range.common.fixes.unmap_flush_changed_only:
         if flush_start is not None and flush_end is not None and flush_start != flush_end:
             yield from flush_writes_range(pts, flush_start, flush_end, CAUSE_UNMAP)
     else:
         # Before 5815d930: flush every item the walk visited, changed or not.
         yield from flush_writes_range(pts, start_index, pts.index, CAUSE_UNMAP)
-    return ret
 
 
 def unmap_range(c: Common, iova: int, length: int, gather: Gather) -> Gen:

@@ -21,6 +21,7 @@ from .iter import (
 )
 from .map import make_range_checked_len
 from .transactions import CMPXCHG, LOAD
+from .work import ITEM_EXAMINE, LEVEL, OP_CALL, work
 
 
 def one_va_range(c: Common, iova: int, top: int | None = None) -> Gen:
@@ -43,9 +44,11 @@ def _iova_to_phys(rng: Range, res: list[int], level: int, table: int) -> Gen:
         return -EPROTOTYPE
     pts = State(rng, level, table)
     t = yield from load_single_entry(pts)
+    yield work(ITEM_EXAMINE)
     if t == EMPTY:
         return -ENOENT
     if t == TABLE:
+        yield work(LEVEL)
         ret = yield from descend(pts, _iova_to_phys, res)
         return ret
     res[0] = entry_oa_exact(pts)
@@ -78,6 +81,7 @@ def lookup_leaf(c: Common, iova: int, top: int | None = None) -> Gen:
 
     Every IOVA under one leaf takes the same walk, so a caller checking a whole range
     needs one walk per leaf, not one per page (the kunit port's check_iova)."""
+    yield work(OP_CALL)
     err, rng = yield from one_va_range(c, iova, top)
     if err:
         return err, 0, 0

@@ -136,8 +136,6 @@ LIMIT_FUNCTION = 60  # lines, unless the function says why it is inlined (a hot 
 # Code other work is rewriting as this is written (the genpt algorithms and the
 # io-pgtable predecessors, issue 14): strict, so each entry must go once it is fixed.
 NOT_YET = {
-    "iommusim.tables.map": "map_range_leaf: genpt algorithm file, being reworked",
-    "iommusim.tables.unmap": "unmap_level: genpt algorithm file, being reworked",
     "iommusim.tables.iopgtable.amd_v1": "io-pgtable predecessor, being written (issue 14)",
     "iommusim.tables.iopgtable.vtd": "io-pgtable predecessor, being written (issue 14)",
 }
