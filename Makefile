@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench fast fast-clean clean
+.PHONY: run test lint docs bench fast fast-clean clean
 
 # PYTHONWARNINGS: setuptools tells every editable install of a package-dir layout to
 # mind same-named folders (an InformationOnly warning): known, nothing to act on.
@@ -23,6 +23,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest -n auto --dist worksteal
 
+# The documentation site (docs/, mkdocs.yml) built into site/; strict: a broken link fails.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
@@ -38,4 +42,4 @@ fast-clean: $(STAMP)
 	$(FAST) clean
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

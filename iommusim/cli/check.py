@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     checked = [r for r in results if r.checked]
     if not checked:
         raise InputError([Problem(str(r.path), None, "", "no regression: block, so "
-                                  "nothing to check (see the README: Regression checks)")
+                                  "nothing to check (see docs/checks.md: Regression checks)")
                           for r in results])
     failed = [r for r in checked if not r.ok]
     unguarded = len(results) - len(checked)

@@ -159,5 +159,5 @@ def test_an_unknown_preset_is_bad_input(tmp_path, capsys):
 
 
 def test_readme_has_the_section():
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert "## How close to hardware" in text
+    text = (Path(__file__).resolve().parents[2] / "docs" / "fidelity.md").read_text()
+    assert text.startswith("# How close to hardware")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from iommusim.scenarios.resolve import catalog_dir
+from tests.docs import code_blocks
 
 CATALOG = sorted(catalog_dir().glob("*.yaml"))
 GNG = (catalog_dir() / "gather-no-gaps.yaml").read_text()  # fast: ~0.1 s a seed
@@ -86,7 +87,7 @@ def test_no_guard_is_said_not_passed(cli, scenario, h):
     assert r.out.splitlines() == [
         "base: no guard -- the scenario has no regression: block, nothing was checked"]
     assert r.problems() == [f"{alone}: no regression: block, so nothing to check "
-                            "(see the README: Regression checks)"]
+                            "(see docs/checks.md: Regression checks)"]
 
 
 def test_directory_and_junit(cli, scenario, h, tmp_path):
@@ -225,14 +226,12 @@ def test_catalog_guards_hold(cli, tmp_path):
     assert all(": ok (" in line for line in lines)
 
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def readme_yaml(first_line: str) -> str:
     """The README's YAML block that starts with ``first_line``."""
-    import re
 
-    for block in re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S):
+    for block in code_blocks("yaml"):
         if block.startswith(first_line):
             return block
     raise AssertionError(f"no YAML block starting {first_line!r} in the README")

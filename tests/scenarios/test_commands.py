@@ -17,6 +17,7 @@ from iommusim.experiment.metrics import concrete_names
 from iommusim.hwmodels.config import HardwareConfig, IommuConfig
 from iommusim.scenarios.resolve import catalog_dir, preset_dir, preset_names
 from iommusim.scenarios.schema import Scenario
+from tests.docs import code_blocks
 
 CATALOG = sorted(catalog_dir().glob("*.yaml"))
 PRESETS = sorted(preset_dir().glob("*.yaml"))
@@ -357,8 +358,7 @@ def test_schema_to_file(cli, tmp_path):
 
 
 # --- README examples ---------------------------------------------------------------------
-README = Path(__file__).resolve().parents[2] / "README.md"
-YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+YAML_BLOCKS = code_blocks("yaml")
 # The complete examples: a scenario has a `name:`, a hardware file a `clock_ghz:`.
 EXAMPLES = [b for b in YAML_BLOCKS if re.search(r"^(name|clock_ghz):", b, flags=re.M)]
 
