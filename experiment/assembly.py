@@ -8,7 +8,6 @@ to count leaked pages.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,17 +16,16 @@ from simpy.events import Process
 
 from ..hwmodels.component import component_rng, merge_stats
 from ..hwmodels.cpu import CpuCore
-from ..hwmodels.dma import FAULT, DmaDevice, DmaFeed, DmaRequest
+from ..hwmodels.dma import DmaDevice, DmaFeed, DmaRequest, latency_groups
 from ..hwmodels.machine import Machine
 from ..hwmodels.sim import SimEnvironment
 from ..hwmodels.trace import TraceRecord
 from ..scenarios.resolve import Experiment
 from ..scenarios.schema import FollowSpec
-from ..tables.transactions import FLUSH_CAUSES
-from ..units import format_size
 from ..walker import Iommu
 from ..walker.iommu import Incident
 from . import metrics
+from .opstats import OpStats
 from .oracles import Oracles
 from .table import Table, make_table
 from .workload import Barriers, CpuRunner, Placer, Signals, barrier_parties, device_program
@@ -83,6 +81,7 @@ class Assembly:
     devices: list[DmaDevice]  # filled as the devices start
     processes: list[tuple[str, Process]]
     oracles: Oracles
+    ops: OpStats = field(default_factory=OpStats)  # the CPUs' operations, as they end
     finished: bool = False
     live_pages: int = 0  # table pages at the end, before deinit
     late: list[tuple[int, Incident]] = field(default_factory=list)
@@ -93,8 +92,9 @@ class Assembly:
 
 
 def build(exp: Experiment, seed: int, *, trace: bool = False,
-          env: simpy.Environment | None = None) -> Assembly:
-    """Wire the machine, table, walker, CPU and device processes and oracles."""
+          env: simpy.Environment | None = None, keep_records: bool = False) -> Assembly:
+    """Wire the machine, table, walker, CPU and device processes and oracles. Blocks
+    keep statistics, not a record per operation, unless ``keep_records`` (tests)."""
     s, hw = exp.scenario, exp.hardware
     cpu_configs = {
         i: hw.cpu.model_copy(update={"interrupts": c.interrupts})
@@ -120,6 +120,11 @@ def build(exp: Experiment, seed: int, *, trace: bool = False,
     }
     oracles = Oracles()
     oracles.watch(iommu, domain, list(runners.values()))
+    ops = OpStats()
+    for runner in runners.values():
+        if not keep_records:
+            runner.core.records = None  # statistics as operations end, no list of them
+        ops.watch(runner)
     devices: list[DmaDevice] = []
     processes = []
     for spec in s.devices:
@@ -128,11 +133,12 @@ def build(exp: Experiment, seed: int, *, trace: bool = False,
             feed = DmaFeed(env)
             follow(runners[spec.follow.cpu], feed, spec.follow)
         program = device_program(
-            spec, env, signals, iommu, machine.dram, domain, seed, machine.tracer, devices, feed
+            spec, env, signals, iommu, machine.dram, domain, seed, machine.tracer, devices, feed,
+            oracles.watch_device, keep_records,
         )
         processes.append((spec.name, env.process(program)))
     processes += [(name, env.process(r.program())) for name, r in runners.items()]
-    return Assembly(machine, pt, iommu, list(runners.values()), devices, processes, oracles)
+    return Assembly(machine, pt, iommu, list(runners.values()), devices, processes, oracles, ops)
 
 
 def simulate(
@@ -188,25 +194,9 @@ def distributions(run: Assembly) -> dict[str, dict[str, dict[int, int]]]:
     """Histograms (value -> count) the plots draw: DMA latency by how it was served,
     CPU operation latency by kind and size ("map 4K"), cache lines flushed per
     operation by kind and cause ("map.leaf")."""
-    dma: dict[str, Counter[int]] = {}
-    for d in run.devices:
-        for r in d.records:
-            key = "fault" if r.translation.outcome == FAULT else r.translation.path
-            dma.setdefault(key, Counter())[r.latency] += 1
-    op_latency: dict[str, Counter[int]] = {}
-    op_flush: dict[str, Counter[int]] = {}
-    for runner in run.runners:
-        sized = iter(runner.sizes)
-        for r in runner.core.records:
-            group = r.label
-            if r.label in ("map", "unmap"):
-                group = f"{r.label} {format_size(next(sized)[1])}"
-            op_latency.setdefault(group, Counter())[r.latency] += 1
-            for cause in FLUSH_CAUSES:
-                n = r.flush_lines.get(cause, 0)
-                op_flush.setdefault(f"{r.label}.{cause}", Counter())[n] += 1
+    dma = latency_groups(run.devices)
     return {
-        "dma.latency": {k: dict(v) for k, v in sorted(dma.items())},
-        "cpu.latency": {k: dict(v) for k, v in sorted(op_latency.items())},
-        "cpu.flush_lines": {k: dict(v) for k, v in sorted(op_flush.items())},
+        "dma.latency": {k: dma[k].as_dict() for k in sorted(dma)},
+        "cpu.latency": {k: h.as_dict() for k, h in sorted(run.ops.latency_groups.items())},
+        "cpu.flush_lines": {k: h.as_dict() for k, h in sorted(run.ops.flush_groups.items())},
     }

@@ -16,12 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..hwmodels.dma import FAULT
+from ..hwmodels.dma import latency_groups
 from ..hwmodels.sim import events_processed
+from ..hwmodels.stats import Histogram
 from ..tables.transactions import CHANGE_TOP, FLUSH_CAUSES
-from .oracles import dirty_log
 
 if TYPE_CHECKING:
     from .assembly import Assembly
@@ -54,16 +52,17 @@ def group(names: dict[str, str]) -> Callable[[Callable[[Assembly], dict[str, flo
     return register
 
 
-def _stats(prefix: str, values: list[int], out: dict[str, float]) -> None:
-    if not values:
+def _stats(prefix: str, hist: Histogram, out: dict[str, float]) -> None:
+    """mean, p50, p99, max of a latency histogram: exactly numpy's figures over the
+    samples (hwmodels.stats), from counts instead of one value per operation."""
+    if not hist.n:
         for stat in STATS:
             out[f"{prefix}.{stat}"] = 0
         return
-    arr = np.asarray(values, dtype=float)
-    out[f"{prefix}.mean"] = float(arr.mean())
-    out[f"{prefix}.p50"] = float(np.percentile(arr, 50))
-    out[f"{prefix}.p99"] = float(np.percentile(arr, 99))
-    out[f"{prefix}.max"] = float(arr.max())
+    out[f"{prefix}.mean"] = hist.mean()
+    out[f"{prefix}.p50"] = hist.percentile(50)
+    out[f"{prefix}.p99"] = hist.percentile(99)
+    out[f"{prefix}.max"] = float(hist.max)  # type: ignore[arg-type]
 
 
 @group({
@@ -83,19 +82,18 @@ def _stats(prefix: str, values: list[int], out: dict[str, float]) -> None:
 })
 def _dma(run: Assembly) -> dict[str, float]:
     m: dict[str, float] = {"sim.cycles": run.env.now, "sim.events": events_processed(run.env)}
-    records = [r for d in run.devices for r in d.records]
-    m["dma.requests"] = len(records)
-    m["dma.completed"] = len(records)
-    fault_records = [r for r in records if r.translation.outcome == FAULT]
-    m["dma.faults"] = len(fault_records)
-    reasons = Counter(r.translation.reason for r in fault_records)
+    devices = run.devices
+    m["dma.requests"] = m["dma.completed"] = sum(d.completed for d in devices)
+    m["dma.faults"] = sum(d.failed for d in devices)
     for reason in FAULT_REASONS:
-        m[f"dma.faults.{reason}"] = reasons.get(reason, 0)
+        m[f"dma.faults.{reason}"] = sum(d.keyed.get(f"fault.{reason}") for d in devices)
     m["dma.stale_translations"] = sum(i.kind == "stale_translation" for i in run.iommu.incidents)
-    _stats("dma.latency", [r.latency for r in records], m)
-    paths = Counter(r.translation.path for r in records if r.translation.outcome != FAULT)
+    latency = Histogram()
+    for group in latency_groups(devices).values():
+        latency.merge(group)
+    _stats("dma.latency", latency, m)
     for path in ("iotlb", "walk_cache", "walk"):
-        m[f"dma.path.{path}"] = paths.get(path, 0)
+        m[f"dma.path.{path}"] = sum(d.ok_paths.get(path, 0) for d in devices)
     return m
 
 
@@ -140,13 +138,6 @@ def _iommu(run: Assembly) -> dict[str, float]:
     return m
 
 
-def _errno_of(result: Any) -> int:
-    """An operation's return code: an int, or the first item of a (ret, data) result."""
-    if isinstance(result, tuple):
-        result = result[0]
-    return result if isinstance(result, int) else 0
-
-
 @group({
     "cpu.<op>.count": "completed CPU operations of a kind (map, unmap, read_and_clear_dirty)",
     "cpu.<op>.errors": "operations of a kind that returned an error",
@@ -159,14 +150,12 @@ def _errno_of(result: Any) -> int:
 def _cpus(run: Assembly) -> dict[str, float]:
     m: dict[str, float] = {}
     cpus = [r.core for r in run.runners]
-    ops = [r for c in cpus for r in c.records]
     for op in CPU_OPS:
-        mine = [r for r in ops if r.label == op]
-        m[f"cpu.{op}.count"] = len(mine)
-        m[f"cpu.{op}.errors"] = sum(_errno_of(r.result) < 0 for r in mine)
-        _stats(f"cpu.{op}.latency", [r.latency for r in mine], m)
-        flushed = [sum(r.flush_lines.values()) for r in mine]
-        m[f"cpu.{op}.flush.lines"] = float(np.mean(flushed)) if flushed else 0.0
+        kind = run.ops.kind(op)
+        m[f"cpu.{op}.count"] = kind.count
+        m[f"cpu.{op}.errors"] = kind.errors
+        _stats(f"cpu.{op}.latency", kind.latency, m)
+        m[f"cpu.{op}.flush.lines"] = kind.flush_lines / kind.count if kind.count else 0.0
     by_cause: Counter[str] = Counter()
     for c in cpus:
         by_cause.update(c.flush_lines)
@@ -203,7 +192,7 @@ def _end(run: Assembly) -> dict[str, float]:
         "table.leaked_pages": run.pt.live_table_pages,
         "table.alloc_failures": faults.failures if faults is not None else 0,
         "table.bad_frees": len(allocator.bad_frees),
-        **dirty_log(run.devices, [s for r in run.runners for s in r.scans]),
+        **run.oracles.dirty_log(),
         "dma.stale_after_unmap": len(run.late),
     }
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..hwmodels.dma import FAULT, DmaDevice
+from ..hwmodels.dma import FAULT, DmaDevice, DmaRecord
 from ..scenarios.conditions import holds
 from ..scenarios.schema import Scenario
 from ..tables.memory import PAGE_LG2
@@ -47,21 +47,31 @@ class Failure:
 
 @dataclass
 class Oracles:
-    """What the oracles saw in one run."""
+    """What the oracles saw in one run, kept as they go: the run's memory does not grow
+    with its length (only with its incidents and the pages it touches)."""
 
     invisible_maps: int = 0
-    unmaps: list[Unmap] = field(default_factory=list)
-    stale: list[tuple[int, Incident]] = field(default_factory=list)  # (issue cycle, incident)
+    late: StaleAfterUnmap = field(default_factory=lambda: StaleAfterUnmap())
+    dirty: DirtyLog | None = None  # watching device writes (when some CPU scans)
 
     def watch(self, iommu: Iommu, domain: int, runners: Sequence[CpuRunner]) -> None:
         """Hook into the walker and every CPU before the run starts."""
-        iommu.stale_listeners.append(lambda issued, inc: self.stale.append((issued, inc)))
+        iommu.stale_listeners.append(self.late.stale)
         for runner in runners:
             runner.listeners.append(self._visibility(iommu, domain, runner.spec.name))
             env = runner.core.env
             runner.unmap_listeners.append(
-                lambda iova, size, start, env=env: self.unmaps.append((start, env.now, iova, size))
+                lambda iova, size, start, env=env: self.late.unmapped(start, env.now, iova, size)
             )
+            if runner.scans_dirty:
+                if self.dirty is None:
+                    self.dirty = DirtyLog()
+                runner.scan_listeners.append(self.dirty.scanned)
+
+    def watch_device(self, device: DmaDevice) -> None:
+        """A DMA engine started: its writes matter to the dirty log (if anyone scans)."""
+        if self.dirty is not None:
+            device.listeners.append(self.dirty.written)
 
     def _visibility(self, iommu: Iommu, domain: int, cpu: str) -> Callable[[int, int, int], None]:
         def check(iova: int, pa: int, size: int) -> None:
@@ -73,7 +83,12 @@ class Oracles:
         return check
 
     def stale_after_unmap(self) -> list[tuple[int, Incident]]:
-        return stale_after_unmap(self.stale, self.unmaps)
+        return self.late.result()
+
+    def dirty_log(self) -> dict[str, float]:
+        if self.dirty is None:
+            return {"dirty.missed_writes": 0, "dirty.reported_pages": 0}
+        return self.dirty.result()
 
 
 def stale_after_unmap(
@@ -83,7 +98,9 @@ def stale_after_unmap(
     completed (its IOTLB sync included), while no other unmap of the page was in
     progress between the DMA's issue and its translation: the DMA used a translation
     that the completed unmap had promised to remove. A stale translation of a DMA in
-    flight during an unmap is the legitimate window and does not count."""
+    flight during an unmap is the legitimate window and does not count. (The
+    definition over whole lists; a run keeps ``StaleAfterUnmap``, which gives the
+    same answer as the events come.)"""
     late = []
     for issued, inc in stale:
         page = inc.iova
@@ -101,7 +118,50 @@ def stale_after_unmap(
     return late
 
 
-def dirty_log(devices: list[DmaDevice], scans: list[DirtyScan]) -> dict[str, float]:
+class StaleAfterUnmap:
+    """``stale_after_unmap`` as the run goes. Completed unmaps are kept as the earliest
+    and latest end per (iova, size) range; a stale translation is judged against them
+    when it happens (done: a covering unmap ended by its issue; racing: one ended
+    after its issue) and stays open, in order, until a later unmap of its page that
+    started by its translation shows it was racing (or, ending in its issue cycle,
+    done). Open ones that are done at the end are the late ones."""
+
+    def __init__(self) -> None:
+        self.ranges: dict[tuple[int, int], list[int]] = {}  # (iova, size) -> [min, max end]
+        self.open: list[list[Any]] = []  # [issued, incident, done]
+
+    def unmapped(self, start: int, end: int, iova: int, size: int) -> None:
+        ends = self.ranges.get((iova, size))
+        if ends is None:
+            self.ranges[(iova, size)] = [end, end]
+        else:
+            ends[0], ends[1] = min(ends[0], end), max(ends[1], end)
+        if self.open:
+            still = []
+            for entry in self.open:
+                issued, inc, _ = entry
+                if iova <= inc.iova < iova + size:
+                    if start <= inc.cycle and end > issued:
+                        continue  # racing: legitimate
+                    if end <= issued:
+                        entry[2] = True
+                still.append(entry)
+            self.open = still
+
+    def stale(self, issued: int, inc: Incident) -> None:
+        done = racing = False
+        for (iova, size), (first, last) in self.ranges.items():
+            if iova <= inc.iova < iova + size:
+                done |= first <= issued
+                racing |= last > issued  # ended after the issue, started before now
+        if not racing:
+            self.open.append([issued, inc, done])
+
+    def result(self) -> list[tuple[int, Incident]]:
+        return [(issued, inc) for issued, inc, done in self.open if done]
+
+
+class DirtyLog:
     """The dirty-log oracle of a live-migration style scan.
 
     After each scan the pages it reported are copied, so a device write is captured
@@ -109,10 +169,64 @@ def dirty_log(devices: list[DmaDevice], scans: list[DirtyScan]) -> dict[str, flo
     that no such scan captured, although a scan covering its page started after the
     write completed, is missed: that scan should have reported it. Writes after the
     last scan are neither.
+
+    Kept as the run goes (writes and scans arrive as they complete): per 4K page the
+    latest end of a scan that reported it (a write arriving later is captured if it
+    was issued before), and the writes not captured yet -- those a covering scan that
+    started after them has flagged (a count) and the others (their end and issue
+    cycles, until a scan covers the page). Reported runs are whole leaves, so a page
+    is reported or not as a whole.
     """
+
+    def __init__(self) -> None:
+        self.reported_bytes = 0
+        self.last_report: dict[int, int] = {}  # page -> latest end of a scan reporting it
+        self.flagged: dict[int, int] = {}  # page -> writes a scan should have reported
+        self.waiting: dict[int, list[tuple[int, int]]] = {}  # page -> [(end, issue)]
+
+    def written(self, w: DmaRecord) -> None:
+        if not w.is_write or w.translation.outcome == FAULT:
+            return
+        page = w.iova >> PAGE_LG2
+        if self.last_report.get(page, -1) > w.issue:
+            return  # captured by a scan that ended after it was issued
+        self.waiting.setdefault(page, []).append((w.end, w.issue))
+
+    def scanned(self, scan: DirtyScan) -> None:
+        """A successful read_and_clear_dirty completed."""
+        reported: set[int] = set()
+        for iova, n in scan.runs:
+            self.reported_bytes += n
+            for page in range(iova >> PAGE_LG2, (iova + n - 1 >> PAGE_LG2) + 1):
+                reported.add(page)
+                self.last_report[page] = max(self.last_report.get(page, -1), scan.end)
+        first, last = scan.iova >> PAGE_LG2, scan.iova + scan.size - 1 >> PAGE_LG2
+        for page in [p for p in self.waiting if first <= p <= last or p in reported]:
+            waiting = self.waiting[page]
+            if page in reported:  # captured (unless issued in this very cycle)
+                self.flagged.pop(page, None)
+                waiting[:] = [w for w in waiting if w[1] >= scan.end]
+            else:
+                flag = sum(1 for end, _ in waiting if end < scan.start)
+                if flag:
+                    self.flagged[page] = self.flagged.get(page, 0) + flag
+                    waiting[:] = [w for w in waiting if w[0] >= scan.start]
+            if not waiting:
+                del self.waiting[page]
+        for page in reported - set(self.waiting):
+            self.flagged.pop(page, None)
+
+    def result(self) -> dict[str, float]:
+        return {"dirty.missed_writes": sum(self.flagged.values()),
+                "dirty.reported_pages": self.reported_bytes >> PAGE_LG2}
+
+
+def dirty_log(devices: list[DmaDevice], scans: list[DirtyScan]) -> dict[str, float]:
+    """The dirty-log oracle over whole lists (devices with records): see ``DirtyLog``,
+    which a run keeps as it goes and which gives the same answer."""
     missed = 0
     for dev in devices:
-        for w in dev.records:
+        for w in dev.records or ():
             if not w.is_write or w.translation.outcome == FAULT:
                 continue
             captured = any(

@@ -9,7 +9,7 @@ and devices. A CPU runs its ops in order, each page-table op on its timed core;
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +116,43 @@ class Placer:
 MapListener = Callable[[int, int, int], None]  # (iova, pa, size) of a completed map
 
 
+class Mapped:
+    """The (iova, size) a CPU mapped, in order, for ``unmap_all``: kept as runs of equal
+    sizes at a constant stride (a ``repeat`` of maps is one run), so a long run of
+    maps does not grow the list."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[int]] = []  # [first iova, size, stride, count]
+
+    def append(self, item: tuple[int, int]) -> None:
+        iova, size = item
+        if self.runs:
+            run = self.runs[-1]
+            if run[1] == size and (run[3] == 1 or iova == run[0] + run[2] * run[3]):
+                if run[3] == 1:
+                    run[2] = iova - run[0]
+                run[3] += 1
+                return
+        self.runs.append([iova, size, 0, 1])
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for first, size, stride, count in self.runs:
+            for k in range(count):
+                yield first + k * stride, size
+
+    def __len__(self) -> int:
+        return sum(run[3] for run in self.runs)
+
+    def clear(self) -> None:
+        self.runs.clear()
+
+
+def scans_dirty(ops: list[Op]) -> bool:
+    """Whether a CPU's ops read and clear dirty bits (the dirty-log oracle watches)."""
+    return any(op.kind == "read_and_clear_dirty"
+               or (op.kind == "repeat" and scans_dirty(op.body.ops)) for op in ops)
+
+
 @dataclass(frozen=True, slots=True)
 class DirtyScan:
     """One read_and_clear_dirty: when it ran, what it covered, the runs it reported."""
@@ -156,9 +193,11 @@ class CpuRunner:
         self.listeners: list[MapListener] = []
         self.unmap_listeners: list[Callable[[int, int, int], None]] = []
         self.closers: list[Callable[[], None]] = []
-        self.mapped: list[tuple[int, int]] = []
-        self.sizes: list[tuple[str, int]] = []  # (op kind, bytes) of each map/unmap run
-        self.scans: list[DirtyScan] = []  # every read_and_clear_dirty that succeeded
+        self.mapped = Mapped()
+        self.op_size = 0  # bytes of the map or unmap executing (statistics group by it)
+        # Told of every read_and_clear_dirty that succeeded, as it returns.
+        self.scan_listeners: list[Callable[[DirtyScan], None]] = []
+        self.scans_dirty = scans_dirty(spec.ops)
 
     def program(self) -> Events:
         spec = self.spec
@@ -170,8 +209,8 @@ class CpuRunner:
                 close()
 
     def _map(self, iova: int, pa: int, size: int, prot: str) -> Events:
+        self.op_size = size
         ret = yield from self.core.execute(self.pt.map_op(iova, pa, size, prot_bits(prot)), "map")
-        self.sizes.append(("map", size))
         if ret == 0:
             self.mapped.append((iova, size))
             for listener in self.listeners:
@@ -180,8 +219,8 @@ class CpuRunner:
 
     def _unmap(self, iova: int, size: int) -> Events:
         start = self.core.env.now
+        self.op_size = size
         ret = yield from self.core.execute(self.pt.unmap_op(iova, size), "unmap")
-        self.sizes.append(("unmap", size))
         gone = ret if isinstance(ret, int) and ret > size else size  # a whole large leaf
         for listener in self.unmap_listeners:
             listener(iova, gone, start)
@@ -213,7 +252,9 @@ class CpuRunner:
                 op_gen = pt.read_and_clear_dirty_op(iova, body.size, body.no_clear)
                 ret, runs = yield from core.execute(op_gen, "read_and_clear_dirty")
                 if ret == 0:
-                    self.scans.append(DirtyScan(start, env.now, iova, body.size, tuple(runs)))
+                    scan = DirtyScan(start, env.now, iova, body.size, tuple(runs))
+                    for listener in self.scan_listeners:
+                        listener(scan)
             elif kind == "repeat":
                 for k in range(body.count):
                     yield from self.run_ops(body.ops, offset + k * body.stride)
@@ -241,15 +282,21 @@ def device_program(
     tracer: Tracer | None,
     devices: list[DmaDevice],
     feed: DmaFeed | None = None,
+    watch: Callable[[DmaDevice], None] | None = None,
+    keep_records: bool = False,
 ) -> Events:
     """Start a device's explicit DMAs, its stream and its follower feed once the
-    device itself starts (each a DMA engine of its own, named after the device)."""
+    device itself starts (each a DMA engine of its own, named after the device,
+    keeping statistics but no records; ``watch`` sees each engine as it starts)."""
     yield from wait_start(env, signals, spec.start, spec.after)
     done = []
 
     def engine(workload: Any) -> None:
         dev = DmaDevice(env, spec.name, domain=domain, translator=iommu, dram=dram,
-                        workload=workload, seed=seed, tracer=tracer)
+                        workload=workload, seed=seed, tracer=tracer,
+                        keep_records=keep_records)
+        if watch is not None:
+            watch(dev)
         devices.append(dev)
         done.append(dev.done)
 

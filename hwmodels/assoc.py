@@ -53,6 +53,11 @@ class AssocArray:
             where[key] = way
         return self._values[s][way]
 
+    def peek(self, s: int, key: Hashable) -> Any:
+        """The value under ``key`` in set ``s``, or None; not a use (recency unchanged)."""
+        way = self._where[s].get(key)
+        return None if way is None else self._values[s][way]
+
     def __contains__(self, item: tuple[int, Hashable]) -> bool:
         s, key = item
         return key in self._where[s]

@@ -167,7 +167,9 @@ class CpuCore:
         self._record: OpRecord | None = None
         self.preempt: Callable[[CpuCore, Transaction], int] | None = None
         self.preemptions = 0
-        self.records: list[OpRecord] = []
+        self.records: list[OpRecord] | None = []  # for tests; None in a scenario run
+        self.op_listeners: list[Callable[[OpRecord], None]] = []  # told at each op's end
+        self.op_totals: dict[str, list[int]] = {}  # label -> [operations, cycles]
         self.flush_lines: dict[str, int] = {}
         self.transactions = 0
         self.interrupts = 0
@@ -275,10 +277,22 @@ class CpuCore:
             self._record = None
             self.transactions += done
         rec.end = env.now
-        self.records.append(rec)
+        self._ended(rec)
         if self._tracer is not None:
             self._tracer.emit(self.name, "op_end", op=label, result=rec.result)
         return rec.result
+
+    def _ended(self, rec: OpRecord) -> None:
+        """Count a finished operation; keep its record only if records are kept."""
+        totals = self.op_totals.get(rec.label)
+        if totals is None:
+            totals = self.op_totals[rec.label] = [0, 0]
+        totals[0] += 1
+        totals[1] += rec.end - rec.start
+        if self.records is not None:
+            self.records.append(rec)
+        for listener in self.op_listeners:
+            listener(rec)
 
     @property
     def current_op(self) -> str | None:
@@ -424,16 +438,16 @@ class CpuCore:
     def stats(self) -> dict[str, float]:
         stats: dict[str, Any] = {
             "transactions": self.transactions,
-            "operations": len(self.records),
+            "operations": sum(n for n, _ in self.op_totals.values()),
             "interrupts": self.interrupts,
             "interrupt_cycles": self.interrupt_cycles,
             "lock_waits": self.lock_waits,
             "lock_wait_cycles": self.lock_wait_cycles,
             "command_wait_cycles": self.command_wait_cycles,
         }
-        for rec in self.records:
-            _add(stats, f"ops.{rec.label}.count", 1)
-            _add(stats, f"ops.{rec.label}.cycles", rec.latency)
+        for label, (count, cycles) in self.op_totals.items():
+            stats[f"ops.{label}.count"] = count
+            stats[f"ops.{label}.cycles"] = cycles
         for cause in sorted(self.flush_lines):
             stats[f"flush_lines.{cause}"] = self.flush_lines[cause]
         return stats

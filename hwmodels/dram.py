@@ -65,6 +65,18 @@ class Dram:
         if latency > occupancy:
             yield env.timeout(latency - occupancy)
 
+    def uncontended(self, is_write: bool, times: int = 1) -> int | None:
+        """Without channels an access cannot wait: count ``times`` accesses as
+        ``access`` does and return their latency, for a caller that waits itself (a
+        device pipeline). With channels: None, nothing counted (use ``access``)."""
+        if self._channels is not None:
+            return None
+        if is_write:
+            self.writes += times
+            return self.cfg.write
+        self.reads += times
+        return self.cfg.read
+
     def stats(self) -> dict[str, float]:
         return {
             "reads": self.reads,

@@ -84,6 +84,31 @@ class Iotlb:
         self.misses += 1
         return None
 
+    def peek(self, domain: int, iova: int) -> Any:
+        """What ``lookup`` would return now, without counting it or updating recency (a
+        device pipeline predicting a hit before the lookup's cycle)."""
+        array, sets = self._array, self._sets
+        for lg2 in self._order:
+            vpn = iova >> lg2
+            value = array.peek(vpn % sets, (domain, lg2, vpn))
+            if value is not None:
+                return value
+        return None
+
+    def hits_again(self, domain: int, iova: int, times: int) -> None:
+        """Count ``times`` more lookups hitting the entry that the last ``lookup`` of
+        ``iova`` hit: a run of hits on one page, one after the other, leaves recency as
+        the first left it (a device pipeline advancing a run of hits at once)."""
+        array, sets = self._array, self._sets
+        for lg2 in self._order:
+            vpn = iova >> lg2
+            if array.peek(vpn % sets, (domain, lg2, vpn)) is not None:
+                self.lookups += times
+                self.hits += times
+                self._size_hits[lg2] = self._size_hits.get(lg2, 0) + times
+                return
+        raise ValueError(f"no IOTLB entry covers {iova:#x} in domain {domain}")
+
     def fill(self, domain: int, iova: int, size_lg2: int, value: Any) -> None:
         """Cache the translation of the 2**size_lg2 page holding ``iova``."""
         if value is None:

@@ -23,6 +23,9 @@ wake-ups are not in the queue yet (they are the event's remaining callbacks), so
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import simpy
 
 
@@ -34,7 +37,18 @@ class SimEnvironment(simpy.Environment):
         self.lookahead = lookahead
         self.skipped = 0
         """Waits taken by moving the clock: each stands for one timeout event."""
+        self.skip_limit: float = math.inf
+        """No more waits are skipped past this count: ``run_bounded`` sets it so that a
+        process skipping wait after wait (a long DMA stream on an idle machine) hands
+        control back to the run loop, which can then stop the run."""
         self._waking_several = False
+        self._pipeline: Any = None
+        """The device pipeline (hwmodels.pipeline) whose request is running, if any:
+        its waits go to the pipeline's own queue (see ``advance``)."""
+        self.pipelined = 0
+        """Events a device pipeline processed from its own queue without a step: each
+        is counted in ``skipped`` too (the run limit counts it as work) and was counted
+        by its event id when it was scheduled, hence subtracted by events_processed."""
 
     def step(self) -> None:
         queue = self._queue
@@ -50,19 +64,25 @@ class SimEnvironment(simpy.Environment):
 
 
 def advance(env: simpy.Environment, cycles: int) -> simpy.Timeout | None:
-    """Wait ``cycles``: None if the clock was moved at once, else the event to yield."""
-    if getattr(env, "lookahead", False) and not env._waking_several:
-        # env.peek() inlined: this is the simulator's hottest call.
-        due = env._now + cycles
-        queue = env._queue
-        if not queue or due < queue[0][0]:
-            env._now = due
-            env.skipped += 1
-            return None
+    """Wait ``cycles``: None if the clock was moved at once, else the event to yield
+    (inside a device pipeline's request: the pipeline's marker for its own queue)."""
+    if getattr(env, "lookahead", False):
+        pipeline = env._pipeline
+        if pipeline is not None:
+            return pipeline.wait(cycles)  # type: ignore[no-any-return]
+        if not env._waking_several:
+            # env.peek() inlined: this is the simulator's hottest call.
+            due = env._now + cycles
+            queue = env._queue
+            if (not queue or due < queue[0][0]) and env.skipped < env.skip_limit:
+                env._now = due
+                env.skipped += 1
+                return None
     return env.timeout(cycles)
 
 
 def events_processed(env: simpy.Environment) -> int:
     """Events a run scheduled, counting each skipped wait as the event it replaced,
-    so the figure is the same with look-ahead on and off."""
-    return next(env._eid) + getattr(env, "skipped", 0)
+    so the figure is the same with look-ahead on and off (and with device pipelines:
+    an event one processed from its own queue was counted by its id)."""
+    return next(env._eid) + getattr(env, "skipped", 0) - getattr(env, "pipelined", 0)

@@ -38,6 +38,7 @@ Truth = Callable[[int, int], "int | None"]
 _WC_NO_READ = 1
 _WC_NO_WRITE = 2
 _WC_PERMS = _WC_NO_READ | _WC_NO_WRITE
+_TRUTH_MEMO = 4096  # pages a held truth memo keeps before it starts over
 
 
 class Fault(NamedTuple):
@@ -105,35 +106,69 @@ class Iommu:
         self.walks = 0
         self.merged = 0
         self.ad_updates = 0
+        self._truth_memo: dict[tuple[int, int], int | None] | None = None
+        # Per domain: whether a write through an IOTLB entry with D clear must walk.
+        self._tracks_dirty: dict[int, bool] = {
+            d: bool(self.cfg.access_dirty and hw.dirty_bit) for d, hw in self.formats.items()
+        }
 
     # --- the translator interface -------------------------------------------------------
     def translate(
         self, device: str, domain: int, iova: int, size: int, is_write: bool
     ) -> Events:
+        """Link, IOTLB lookup, hit latency, then the translation (a usable hit, a fault)
+        or a walk, link back, and the truth check. The phases are methods of their own
+        so that a device pipeline (hwmodels.pipeline) can run a hit without a generator
+        and in exactly this order."""
         env, cfg = self.env, self.cfg
         issued = env.now
         wait = advance(env, cfg.link)
         if wait is not None:
             yield wait
-        hw = self.formats.get(domain)
-        tracks_dirty = cfg.access_dirty and hw is not None and hw.dirty_bit != 0
+        entry = self.iotlb.lookup(domain, iova)
+        wait = advance(env, cfg.iotlb.hit)
+        if wait is not None:
+            yield wait
+        tr = self.decide(device, domain, iova, is_write, entry)
+        if tr is None:
+            tr = yield from self.walk_path(device, domain, iova, is_write)
+        wait = advance(env, cfg.link)
+        if wait is not None:
+            yield wait
+        self.check_truth(device, domain, iova, issued, tr)
+        return tr
+
+    def decide(
+        self, device: str, domain: int, iova: int, is_write: bool, entry: Any
+    ) -> Translation | None:
+        """What a lookup's answer means once the hit latency passed: a fault (a negative
+        entry), the translation (a usable hit), or None: the request must walk (a miss,
+        or a write through an entry whose D bit is clear: the walk sets D)."""
+        if entry is NEGATIVE:
+            return self._fault(device, domain, iova, is_write, "not_present", None, "iotlb")
+        if entry is not None and not (
+            is_write and self._tracks_dirty.get(domain, False) and not entry.dirty
+        ):
+            return self._use(device, domain, iova, is_write, entry)
+        return None
+
+    def walk_path(self, device: str, domain: int, iova: int, is_write: bool) -> Events:
+        """After a lookup that needs a walk: walk (in a walker slot), or wait for the walk
+        of the same page another request started and look up again."""
+        env, cfg = self.env, self.cfg
         while True:
-            entry = self.iotlb.lookup(domain, iova)
-            wait = advance(env, cfg.iotlb.hit)
-            if wait is not None:
-                yield wait
-            if entry is NEGATIVE:
-                tr = self._fault(device, domain, iova, is_write, "not_present", None, "iotlb")
-                break
-            # A write through an entry whose D bit is clear must walk to set D.
-            if entry is not None and not (is_write and tracks_dirty and not entry.dirty):
-                tr = self._use(device, domain, iova, is_write, entry)
-                break
             key = (domain, iova >> 12)
             pending = self._walking.get(key)
             if pending is not None and cfg.merge_walks:
                 self.merged += 1
                 yield pending
+                entry = self.iotlb.lookup(domain, iova)
+                wait = advance(env, cfg.iotlb.hit)
+                if wait is not None:
+                    yield wait
+                tr = self.decide(device, domain, iova, is_write, entry)
+                if tr is not None:
+                    return tr
                 continue
             done = self._walking[key] = env.event()
             try:
@@ -148,15 +183,52 @@ class Iommu:
                 if self._walking.get(key) is done:
                     del self._walking[key]
                 done.succeed()
-            break
-        wait = advance(env, cfg.link)
-        if wait is not None:
-            yield wait
-        if tr.outcome == OK and self.truth is not None and self.truth(domain, iova) != tr.pa:
-            self.record_incident("stale_translation", device, domain, iova, tr.pa)
+            return tr
+
+    def check_truth(
+        self, device: str, domain: int, iova: int, issued: int, tr: Translation
+    ) -> None:
+        """A translation the software no longer maps there is a stale translation: an
+        incident, told to the oracles with the request's issue cycle."""
+        if tr.outcome == OK and self.truth is not None and self.true_pa(domain, iova) != tr.pa:
+            self.record_incident("stale_translation", device, domain, iova, tr.pa)  # type: ignore[arg-type]
             for listener in self.stale_listeners:
                 listener(issued, self.incidents[-1])
-        return tr
+
+    def true_pa(self, domain: int, iova: int) -> int | None:
+        """``truth(domain, iova)``, from the memo of its 4K page while one is held."""
+        memo = self._truth_memo
+        if memo is None:
+            return self.truth(domain, iova)  # type: ignore[misc]
+        key = (domain, iova >> 12)
+        if key in memo:
+            base = memo[key]
+            return None if base is None else base | (iova & 0xFFF)
+        pa = self.truth(domain, iova)  # type: ignore[misc]
+        if len(memo) >= _TRUTH_MEMO:
+            memo.clear()
+        memo[key] = None if pa is None else pa & ~0xFFF
+        return pa
+
+    def hold_truth(self, held: bool) -> None:
+        """Memoise ``truth`` per 4K page while ``held``: a device pipeline holds it while
+        it runs its own queue, when nothing but its requests can act -- no CPU writes
+        a table meanwhile, and a walker A/D write (the one write a request makes) drops
+        the memo. A mapping is never finer than 4K, so a page's answer is one base."""
+        self._truth_memo = {} if held else None
+
+    def hit_pa(self, domain: int, iova: int, is_write: bool) -> int | None:
+        """Where a request would go if it were looked up now and served by the IOTLB
+        (a usable hit: no fault, no walk), else None; no side effect (no LRU update, no
+        count). A pipeline uses it to tell a hit before its lookup's time."""
+        entry = self.iotlb.peek(domain, iova)
+        if entry is None or entry is NEGATIVE:
+            return None
+        if not (entry.writable if is_write else entry.readable):
+            return None
+        if is_write and self._tracks_dirty.get(domain, False) and not entry.dirty:
+            return None
+        return entry.base | (iova & ((1 << entry.size_lg2) - 1))
 
     # --- the pieces -----------------------------------------------------------------------
     def _use(
@@ -253,6 +325,8 @@ class Iommu:
             if cfg.access_dirty and hw.accessed_bit:
                 want = raw | hw.accessed_bit | (hw.dirty_bit if is_write else 0)
                 if want != raw:
+                    if self._truth_memo is not None:
+                        self._truth_memo.clear()  # the memo held before this write
                     found = yield from self.port.update(pte_pa, raw, want, walk)
                     if found == raw:
                         self.ad_updates += 1
