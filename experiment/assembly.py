@@ -8,6 +8,7 @@ to count leaked pages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from ..hwmodels.component import component_rng, merge_stats
 from ..hwmodels.cpu import CpuCore
 from ..hwmodels.dma import DmaDevice, DmaFeed, DmaRequest, latency_groups
 from ..hwmodels.machine import Machine
-from ..hwmodels.sim import SimEnvironment
+from ..hwmodels.sim import RunLimit, SimEnvironment, run_bounded
 from ..hwmodels.trace import TraceRecord
 from ..scenarios.resolve import Experiment
 from ..scenarios.schema import FollowSpec
@@ -55,10 +56,16 @@ class RunResult:
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     # (issue cycle, incident) of each stale translation after a completed unmap
     stale_after_unmap: list[tuple[int, Incident]] = field(default_factory=list)
+    # Why the run stopped before its CPUs and devices finished (run.until reached, or
+    # the run limit), and who had not finished, with how far each got.
+    stopped: str | None = None
+    unfinished: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
+            "stopped": self.stopped,
+            "unfinished": self.unfinished,
             "metrics": self.metrics,
             "stats": self.stats,
             "faults": self.faults,
@@ -153,8 +160,15 @@ def simulate(
         explorer.attach(run.machine, run.processes, cores)
     env = run.env
     everything = env.all_of([p for _, p in run.processes])
-    env.run(until=env.any_of([everything, env.timeout(exp.scenario.run.until)]))
+    limit = RunLimit(env, exp.scenario.run.max_events)
+    for runner in run.runners:
+        runner.limit = limit
+    until = exp.scenario.run.until
+    run_bounded(env, env.any_of([everything, env.timeout(until)]), limit, _owner_namer(run))
     run.finished = everything.triggered
+    stopped = None
+    if not run.finished:
+        stopped = limit.reason or f"run.until ({until:,} cycles) reached"
     run.live_pages = run.pt.live_table_pages
     run.pt.deinit()
     run.late = run.oracles.stale_after_unmap()
@@ -167,7 +181,54 @@ def simulate(
         run.machine.tracer.records if run.machine.tracer is not None else [],
         block_stats(run),
         run.late,
+        stopped,
+        unfinished(run, exp) if stopped else [],
     )
+
+
+def unfinished(run: Assembly, exp: Experiment) -> list[dict[str, Any]]:
+    """Every CPU and device that had not finished, with how far it got."""
+    out: list[dict[str, Any]] = []
+    runners = {r.spec.name: r for r in run.runners}
+    specs = {d.name: d for d in exp.scenario.devices}
+    for name, proc in run.processes:
+        if proc.triggered:
+            continue
+        runner = runners.get(name)
+        if runner is not None:
+            out.append({"name": name, "kind": "cpu", "done": runner.ops_done,
+                        "total": runner.ops_total, "progress": runner.progress()})
+            continue
+        spec = specs[name]
+        done = sum(d.completed for d in run.devices if d.name == name)
+        total = len(spec.dma) + (spec.stream.count if spec.stream is not None else 0)
+        what = f"{done:,} of {total:,} DMA requests done" if spec.follow is None else (
+            f"{done:,} DMA requests done, following {spec.follow.cpu}")
+        if not any(d.name == name for d in run.devices):
+            what += ", not started"
+        out.append({"name": name, "kind": "device", "done": done,
+                    "total": total if spec.follow is None else None, "progress": what})
+    return out
+
+
+def _owner_namer(run: Assembly) -> Callable[[simpy.Event], str | None]:
+    """Whose process waits for an event: a CPU or device of the scenario by name, else
+    the name of the object whose generator it runs (a DMA engine)."""
+    names = {proc: name for name, proc in run.processes}
+
+    def owner(event: simpy.Event) -> str | None:
+        for cb in event.callbacks or ():
+            proc = getattr(cb, "__self__", None)
+            if isinstance(proc, Process):
+                if proc in names:
+                    return names[proc]
+                frame = getattr(proc._generator, "gi_frame", None)
+                obj = frame.f_locals.get("self") if frame is not None else None
+                if getattr(obj, "name", None):
+                    return str(obj.name)
+        return None
+
+    return owner
 
 
 def block_stats(run: Assembly) -> dict[str, dict[str, float]]:

@@ -18,9 +18,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import yaml
 
 from .. import __version__
+from .outdir import staging_dir, swap_in
 from .pool import signals_blocked
 from .resume import StoredExperiment
 from .runner import PointResult
@@ -119,14 +118,16 @@ def write_table(path: Path, points: Sequence[PointResult]) -> Path:
 
 def write_results(out: Path, points: list[PointResult], *,
                   trace: bool | str | Sequence[str] = False,
-                  extra: dict[str, str] | None = None) -> list[Path]:
+                  extra: dict[str, str] | None = None, force: bool = False) -> list[Path]:
     """Write the results directory; returns the results.json files written. ``trace``:
     the trace formats (``experiment.traces``; True for the default); ``extra``: more
-    files at the top (a shard's shard.json)."""
+    files at the top (a shard's shard.json). ``out`` must pass
+    ``outdir.check_destination`` (checked before simulating, and again under a lock
+    at the swap); ``force`` as there."""
     trace = trace_formats(trace)
     out = out.resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = staging_dir(out)  # with the .iommusim marker and the usual permissions
     try:
         if len(points) == 1 and not points[0].values:
             _write_point(tmp, points[0], trace)
@@ -144,18 +145,9 @@ def write_results(out: Path, points: list[PointResult], *,
         for name, text in (extra or {}).items():
             (tmp / name).write_text(text)
         with signals_blocked():  # Ctrl-C or SIGTERM wait for the two renames
-            _swap(tmp, out)
+            swap_in(tmp, out, force=force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return files
 
-
-def _swap(new: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -18,6 +18,7 @@ import simpy
 from ..hwmodels.cpu import CpuCore
 from ..hwmodels.dma import DmaDevice, DmaFeed, DmaRequest, DmaStream
 from ..hwmodels.dram import Dram
+from ..hwmodels.sim import RunLimit
 from ..hwmodels.trace import Tracer
 from ..scenarios.schema import CpuSpec, DeviceSpec, MapRandomSpec, Op, prot_bits
 from ..walker import Iommu
@@ -198,6 +199,16 @@ class CpuRunner:
         # Told of every read_and_clear_dirty that succeeded, as it returns.
         self.scan_listeners: list[Callable[[DirtyScan], None]] = []
         self.scans_dirty = scans_dirty(spec.ops)
+        # The run limit (set by assembly.build) and how far the CPU got, for the
+        # message when it stops early: operations started, what it waits for.
+        self.limit: RunLimit | None = None
+        self.ops_done = 0
+        self.ops_total = count_ops(spec.ops)
+        self.op_kind = ""
+        self.waiting: str | None = None
+        self._still_at = -1
+        self._still_ops = 0
+        self._transactions = 0
 
     def program(self) -> Events:
         spec = self.spec
@@ -224,11 +235,47 @@ class CpuRunner:
         gone = ret if isinstance(ret, int) and ret > size else size  # a whole large leaf
         for listener in self.unmap_listeners:
             listener(iova, gone, start)
+        return ret
+
+    def progress(self) -> str:
+        """How far the CPU got: "operation 3 of 5: wait, waiting for 'done'"."""
+        where = f"operation {self.ops_done:,} of {self.ops_total:,}"
+        where += f": {self.op_kind}" if self.op_kind else ""
+        return f"{where}, {self.waiting}" if self.waiting else where
+
+    def _tick(self, kind: str) -> bool:
+        """Count one operation (and the transactions before it) against the run limit;
+        True when the run must stop here. A CPU that runs ``limit.still`` operations
+        without the clock moving is named as the one that kept it still."""
+        self.ops_done += 1
+        self.op_kind = kind
+        limit = self.limit
+        if limit is None:
+            return False
+        now = self.core.env.now
+        if now != self._still_at:
+            self._still_at, self._still_ops = now, 0
+        self._still_ops += 1
+        transactions = self.core.transactions
+        limit.used += 1 + transactions - self._transactions
+        self._transactions = transactions
+        if self._still_ops > limit.still:
+            limit.stop(f"{self.spec.name} kept the clock at cycle {now:,} for "
+                       f"{limit.still:,} operations ({self.progress()})")
+        return limit.spent()
+
+    def _wait(self, event: simpy.Event, what: str) -> Events:
+        self.waiting = what
+        yield event
+        self.waiting = None
 
     def run_ops(self, ops: list[Op], offset: int) -> Events:
         core, pt, env = self.core, self.pt, self.core.env
         for op in ops:
             kind, body = op.kind, op.body
+            if kind != "repeat" and self._tick(kind):
+                assert self.limit is not None
+                yield self.limit.halt  # the run is over: wait for nothing
             if kind == "map":
                 yield from self._map(body.iova + offset, body.pa + offset, body.size, body.prot)
             elif kind == "unmap":
@@ -236,9 +283,9 @@ class CpuRunner:
             elif kind == "signal":
                 self.signals.fire(body)
             elif kind == "wait":
-                yield self.signals[body]
+                yield from self._wait(self.signals[body], f"waiting for {body!r}")
             elif kind == "barrier":
-                yield self.barriers.wait(body)
+                yield from self._wait(self.barriers.wait(body), f"at barrier {body!r}")
             elif kind == "delay":
                 yield env.timeout(body)
             elif kind == "map_range_random":
@@ -260,7 +307,10 @@ class CpuRunner:
                     yield from self.run_ops(body.ops, offset + k * body.stride)
 
     def _map_random(self, spec: MapRandomSpec) -> Events:
-        for _ in range(spec.count):
+        for i in range(spec.count):
+            if i and self._tick("map_range_random"):
+                assert self.limit is not None
+                yield self.limit.halt
             size = self.rng.choice(spec.sizes)
             iova = self.placer.place(self.rng, spec, size)
             if iova is None:
@@ -269,6 +319,20 @@ class CpuRunner:
             ret = yield from self._map(iova, pa, size, spec.prot)
             if ret != 0:
                 self.placer.release(iova, size)
+
+
+def count_ops(ops: list[Op]) -> int:
+    """Operations a CPU runs: a ``repeat`` counts its ops ``count`` times, a
+    ``map_range_random`` its maps."""
+    total = 0
+    for op in ops:
+        if op.kind == "repeat":
+            total += op.body.count * count_ops(op.body.ops)
+        elif op.kind == "map_range_random":
+            total += op.body.count
+        else:
+            total += 1
+    return total
 
 
 def device_program(

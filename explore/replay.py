@@ -41,21 +41,26 @@ list (else it reports where it diverged), and compares the failures and faults.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from .. import __version__
 from ..errors import InputError, Problem
 from ..experiment import results
-from ..experiment.oracles import Failure
+from ..experiment.load import RUN_CHECKS
+from ..experiment.oracles import EXPECT_MODES, ORACLES, Failure
 from ..hwmodels.config import HardwareConfig
+from ..scenarios.checks import check_experiment
 from ..scenarios.resolve import Experiment, is_hardware_key
 from ..scenarios.schema import Scenario
-from ..scenarios.yamldoc import apply_override, parse_set
+from ..scenarios.yamldoc import JsonDoc, Loc, Override, apply_override, parse_set, validate
 from .control import Budget
 from .search import Outcome, Setup, run_one
 from .setup import Resolved
@@ -65,9 +70,10 @@ SCHEMA = "iommusim.replay/1"
 
 
 def sha256_of(path: Path) -> str | None:
+    """The file's hash; None if it is not a regular file (gone, a FIFO, a bad name)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except (OSError, ValueError):
         return None
 
 
@@ -141,44 +147,150 @@ def _bad(path: Path, message: str) -> InputError:
     return InputError([Problem(str(path), None, "", message)])
 
 
+class _Open(BaseModel):
+    """Strict types; keys this version does not read are allowed (a newer writer)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+NonNeg = Annotated[int, Field(ge=0)]
+
+
+class _ScenarioRef(_Open):
+    path: str
+    sha256: str | None = None
+    name: str = "?"
+
+
+class _Config(_Open):
+    scenario: dict[str, Any]
+    hardware: dict[str, Any]
+
+
+class _Budget(_Open):
+    preemptions: NonNeg
+    preempt_cycles: NonNeg
+    evictions: NonNeg
+    ops: list[str] | None = None
+    ties: Literal["threads", "all"] = "threads"
+    kinds: list[str] | None = None
+
+
+class _Exploration(_Open):
+    strategy: str
+    run: NonNeg
+    budget: _Budget
+    max_steps: Annotated[int, Field(ge=1)]
+    expect_mode: Literal[EXPECT_MODES]  # type: ignore[valid-type]
+    oracles: list[Literal[ORACLES]]  # type: ignore[valid-type]
+    require_finish: bool = True
+
+
+class _Deviation(_Open):
+    index: NonNeg
+    kind: str
+    option: NonNeg
+    n: Annotated[int, Field(ge=1)]
+    cycle: NonNeg
+    what: str
+
+
+class _Choices(_Open):
+    deviations: list[_Deviation]
+    # [kind, option, n]: a JSON list, read as a tuple whose items stay strictly typed
+    list: list[Annotated[
+        tuple[StrictStr, Annotated[StrictInt, Field(ge=0)], Annotated[StrictInt, Field(ge=1)]],
+        Field(strict=False),
+    ]]
+    found: list[Any] = []
+
+
+class _Found(_Open):
+    check: str
+    message: str
+    cycle: NonNeg | None = None
+
+
+class _Failure(_Found):
+    all: Annotated[list[_Found], Field(min_length=1)]
+
+
+class ReplayFile(_Open):
+    """What ``replay`` reads of a replay file (the module docstring lists it all)."""
+
+    schema_: Literal[SCHEMA] = Field(alias="schema")  # type: ignore[valid-type]
+    scenario: _ScenarioRef
+    sets: list[str] = []
+    config: _Config
+    seed: NonNeg
+    exploration: _Exploration
+    choices: _Choices
+    failure: _Failure
+    faults: list[dict[str, Any]] | None = None
+
+
 def read(path: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise _bad(path, "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _bad(path, f"cannot read: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise _bad(path, f"not a replay file (not JSON: {exc.msg}, line {exc.lineno})") from None
+    """A replay file, checked: the structure against ``ReplayFile``, and each saved
+    choice against the choice list (an index past its end, an option past its count).
+    Every problem is located (file, line, key path)."""
+    if not path.exists():
+        raise _bad(path, "no such file")
+    jdoc = JsonDoc.read(path)
+    doc = jdoc.data
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise _bad(path, f"not a replay file (schema is not {SCHEMA})")
-    for key in ("config", "seed", "exploration", "choices", "failure"):
-        if key not in doc:
-            raise _bad(path, f"not a replay file: no {key!r}")
+    validate(ReplayFile, doc, jdoc)
+    problems = []
+    listed = doc["choices"]["list"]
+    for i, (_, option, n) in enumerate(listed):
+        if option >= n:
+            problems.append(jdoc.problem(("choices", "list", i),
+                                         f"option {option} of a choice with {n} options"))
+    for i, d in enumerate(doc["choices"]["deviations"]):
+        loc = ("choices", "deviations", i)
+        if d["index"] >= len(listed):
+            problems.append(jdoc.problem((*loc, "index"), f"choice {d['index']} is past the "
+                                         f"end of the choice list ({len(listed)} choices)"))
+        elif listed[d["index"]][0] != d["kind"] or d["option"] >= listed[d["index"]][2]:
+            kind, _, n = listed[d["index"]]
+            problems.append(jdoc.problem(loc, f"does not fit choice {d['index']} of the list "
+                                         f"({kind} with {n} options)"))
+    if problems:
+        raise InputError(problems)
     return doc
 
 
 def experiment(path: Path, doc: dict[str, Any], sets: list[str]) -> Experiment:
-    """The saved configuration, with ``sets`` applied on top."""
+    """The saved configuration, with ``sets`` applied on top; a value that no longer
+    validates is reported at its line in the replay file (or against its --set)."""
     config = json.loads(json.dumps(doc["config"]))
     problems = []
+    origins: dict[str, dict[Loc, Override]] = {"scenario": {}, "hardware": {}}
     for text in sets:
         try:
             ov = parse_set(text)
             part = "hardware" if is_hardware_key(ov.path) else "scenario"
-            apply_override(config[part], ov)
+            origins[part][apply_override(config[part], ov)] = ov
         except InputError as exc:
             problems += exc.problems
+    jdoc = JsonDoc.read(path)
+    models: dict[str, Any] = {"scenario": Scenario, "hardware": HardwareConfig}
+    valid = {}
+    for part, model in models.items():
+        try:
+            valid[part] = validate(model, config[part], jdoc, origins[part], ("config", part))
+        except InputError as exc:
+            problems += exc.problems
+    if not problems:  # what the schema cannot see (a pa beyond the table's output width)
+        found = check_experiment(valid["scenario"], valid["hardware"],
+                                 jdoc.at(("config", "scenario")), origins["scenario"], RUN_CHECKS)
+        problems += [dataclasses.replace(p, path=f"config.scenario.{p.path}")
+                     if p.source == jdoc.source else p for p in found]
     if problems:
         raise InputError(problems)
-    try:
-        scenario = Scenario.model_validate_json(json.dumps(config["scenario"]))
-        hardware = HardwareConfig.model_validate_json(json.dumps(config["hardware"]))
-    except ValueError as exc:
-        raise _bad(path, f"the saved configuration does not validate: {exc}") from None
     source = str(doc.get("scenario", {}).get("path", path))
-    return Experiment(scenario, hardware, config["scenario"], config["hardware"], source,
-                      str(config["scenario"].get("hardware", "")), [])
+    return Experiment(valid["scenario"], valid["hardware"], config["scenario"],
+                      config["hardware"], source, str(config["scenario"].get("hardware", "")), [])
 
 
 def setup_of(doc: dict[str, Any], exp: Experiment) -> Setup:

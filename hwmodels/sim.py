@@ -24,9 +24,12 @@ wake-ups are not in the queue yet (they are the event's remaining callbacks), so
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from heapq import heappush
 from typing import Any
 
 import simpy
+from simpy.core import EmptySchedule, StopSimulation
 
 
 class SimEnvironment(simpy.Environment):
@@ -58,6 +61,16 @@ class SimEnvironment(simpy.Environment):
         finally:
             self._waking_several = False
 
+    def schedule(self, event: simpy.Event, priority: int = 1, delay: float = 0) -> None:
+        """SimPy's schedule; an event scheduled while a device pipeline's request runs
+        (its walker slot, the walk it started, a timeout it made) goes to that
+        pipeline's queue with the same key (hwmodels.pipeline)."""
+        pipeline = self._pipeline
+        if pipeline is None:
+            heappush(self._queue, (self._now + delay, priority, next(self._eid), event))
+        else:
+            pipeline.adopt(self._now + delay, priority, event)
+
     def peek(self) -> float:
         """The time of the next event; now while an event still wakes other processes."""
         return self._now if self._waking_several else super().peek()
@@ -86,3 +99,83 @@ def events_processed(env: simpy.Environment) -> int:
     so the figure is the same with look-ahead on and off (and with device pipelines:
     an event one processed from its own queue was counted by its id)."""
     return next(env._eid) + getattr(env, "skipped", 0) - getattr(env, "pipelined", 0)
+
+
+# --- bounding a run ---------------------------------------------------------------------------
+STILL_LIMIT = 100_000
+"""Events (or one CPU's operations) at one cycle before a run counts as stuck: a loop
+that never lets time advance (``repeat`` of ``delay: 0`` or of ``signal``)."""
+_CHUNK = 1024  # events between two looks at the budget
+
+
+class RunLimit:
+    """The work one run may do: ``max_events`` events, skipped waits and CPU transactions
+    and operations together (``used``), and at most ``still`` of them at one cycle.
+
+    Whoever exceeds it calls ``stop`` with a sentence naming the culprit; a CPU then
+    waits on ``halt`` (an event that never fires) and ``run_bounded`` returns."""
+
+    def __init__(self, env: simpy.Environment, max_events: int, still: int = STILL_LIMIT):
+        self.env = env
+        self.max_events = max_events
+        self.still = still
+        self.used = 0
+        self.reason: str | None = None
+        self.halt = env.event()
+
+    def stop(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+    def spent(self) -> bool:
+        """Over the total: stop with the generic reason (the caller may have named one)."""
+        if self.used >= self.max_events:
+            self.stop(f"stopped at cycle {self.env.now:,} after {self.used:,} events and "
+                      f"operations (run.max_events = {self.max_events:,})")
+        return self.reason is not None
+
+
+def run_bounded(env: simpy.Environment, done: simpy.Event, limit: RunLimit,
+                owner: Callable[[simpy.Event], str | None] | None = None) -> None:
+    """``env.run(until=done)`` within ``limit``: returns when ``done`` was processed,
+    when the queue is empty or a controlled environment stops itself, or when the
+    limit is spent (``limit.reason`` says why). ``owner`` names whose event is next,
+    for the message when the clock stood still."""
+    step = env.step
+    sim = env if isinstance(env, SimEnvironment) else None
+    still_at, still = env.now, 0
+    try:
+        while done.callbacks is not None and limit.reason is None:
+            skipped = sim.skipped if sim is not None else 0
+            if sim is not None:
+                sim.skip_limit = skipped + max(0, limit.max_events - limit.used)
+            for _ in range(_CHUNK):
+                step()
+                if done.callbacks is None or limit.reason is not None:
+                    break
+            limit.used += _CHUNK + (sim.skipped - skipped if sim is not None else 0)
+            if env.now != still_at:
+                still_at, still = env.now, 0
+                limit.spent()
+                continue
+            still += _CHUNK
+            if still >= limit.still:
+                who = _next_owner(env, owner)
+                limit.stop(f"the clock stood at cycle {env.now:,} for {still:,} events"
+                           + (f", kept there by {who}" if who else ""))
+            limit.spent()
+    except (EmptySchedule, StopSimulation):
+        pass
+    finally:
+        if sim is not None:
+            sim.skip_limit = math.inf
+
+
+def _next_owner(env: simpy.Environment,
+                owner: Callable[[simpy.Event], str | None] | None) -> str | None:
+    queue = getattr(env, "_queue", ())
+    for item in sorted(queue)[:64] if owner is not None else ():
+        name = owner(item[3])
+        if name:
+            return name
+    return None

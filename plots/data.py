@@ -8,6 +8,7 @@ file and, for traces, the line.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import zlib
 from collections import Counter
@@ -15,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, Problem
+from ..errors import MAX_INPUT_BYTES, InputError, Problem, decode, read_bytes, read_text
+from .validate import ResultsFile, SweepIndex, check
 
 RESULTS_SCHEMA = "iommusim.results/1"
 SWEEP_SCHEMA = "iommusim.sweep/1"
@@ -25,17 +27,18 @@ def _problem(path: Path | str, message: str, line: int | None = None) -> InputEr
     return InputError([Problem(str(path), line, "", message)])
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> tuple[str, Any]:
+    """The text and parsed JSON of a file: a regular UTF-8 file (``errors.read_text``),
+    else InputError naming it and, for bad JSON, the line."""
+    if not path.exists():
+        raise _problem(path, "no such file")
+    if path.is_dir():
+        raise _problem(path, "is a directory")
+    text = read_text(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise _problem(path, "no such file") from None
-    except IsADirectoryError:
-        raise _problem(path, "is a directory") from None
-    except OSError as exc:
-        raise _problem(path, f"cannot read: {exc.strerror}") from None
-    try:
-        return json.loads(text)
+        return text, json.loads(text)
+    except RecursionError:
+        raise _problem(path, "not valid JSON: nested too deeply") from None
     except json.JSONDecodeError as exc:
         raise _problem(path, f"not valid JSON: {exc.msg}", exc.lineno) from None
 
@@ -48,11 +51,12 @@ def load_results(path: str | Path) -> dict[str, Any]:
             raise _problem(path, "is a sweep directory; name one of its points "
                            f"(e.g. {path / 'point-000'}) or use --kind sweep/flushes/reach")
         path = path / "results.json"
-    data = _read_json(path)
+    text, data = _read_json(path)
     if not isinstance(data, dict) or data.get("schema") != RESULTS_SCHEMA:
         raise _problem(path, f"not an iommusim results file (schema {RESULTS_SCHEMA!r})")
     if not data.get("runs"):
         raise _problem(path, "the results hold no runs")
+    check(ResultsFile, str(path), text)  # what the figures read, with its types
     data.setdefault("_path", str(path))
     return data
 
@@ -68,18 +72,31 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         what = "a results directory" if (path / "results.json").exists() else "not a results"
         raise _problem(path, f"no index.json: {what} directory, not a sweep (run a scenario "
                        "with a sweep: section)")
-    index = _read_json(index_path)
+    text, index = _read_json(index_path)
     if not isinstance(index, dict) or index.get("schema") != SWEEP_SCHEMA:
         raise _problem(index_path, f"not an iommusim sweep index (schema {SWEEP_SCHEMA!r})")
+    if not index.get("points"):
+        raise _problem(index_path, "the sweep has no points")
+    check(SweepIndex, str(index_path), text)
     base = index_path.parent
     points = []
     for point in index.get("points", []):
-        results = load_results(base / point["results"])
+        results = load_results(_inside(base, point["results"], index_path))
         points.append({"values": dict(point.get("values", {})), "results": results})
     if not points:
         raise _problem(index_path, "the sweep has no points")
     return {"parameters": list(index.get("parameters", [])), "points": points,
             "_path": str(base)}
+
+
+def _inside(base: Path, name: str, index_path: Path) -> Path:
+    """A point's results path from the index: relative, and inside the sweep directory
+    (an index must not send the plotter to read arbitrary files)."""
+    target = (base / name).resolve()
+    if Path(name).is_absolute() or not target.is_relative_to(base.resolve()):
+        raise _problem(index_path, f"a point's results {name!r} lies outside the sweep "
+                       "directory")
+    return base / name
 
 
 TRACE_SUFFIXES = (".jsonl.gz", ".jsonl")  # as iommusim run writes them (gzip by default)
@@ -100,14 +117,19 @@ def is_trace(path: str | Path) -> bool:
 def _trace_text(path: Path) -> str:
     """A trace file's text: ``.jsonl`` as it is, ``.jsonl.gz`` decompressed."""
     if not path.name.endswith(".gz"):
-        return path.read_text(encoding="utf-8")
-    with gzip.open(path, "rb") as f:
-        return f.read().decode("utf-8")
+        return read_text(path)
+    with gzip.GzipFile(fileobj=io.BytesIO(read_bytes(path)), mode="rb") as f:
+        data = f.read(8 * MAX_INPUT_BYTES + 1)  # bounded: a small file may inflate hugely
+    if len(data) > 8 * MAX_INPUT_BYTES:
+        raise _problem(path, f"decompresses to more than {8 * MAX_INPUT_BYTES:,} bytes")
+    return decode(str(path), data)
 
 
 def load_trace(path: str | Path) -> list[dict[str, Any]]:
     """A trace-<seed>.jsonl(.gz) file: one record (cycle, component, event, fields) per line."""
     path = Path(path)
+    if not path.exists():
+        raise _problem(path, "no such file")
     try:
         lines = _trace_text(path).splitlines()
     except FileNotFoundError:

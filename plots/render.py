@@ -35,7 +35,33 @@ def check_output(path: str | Path) -> Path:
                                   ".svg or .pdf")])
     if not path.parent.exists() and str(path.parent):
         raise InputError([Problem(str(path), None, "-o", f"no such directory: {path.parent}")])
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError([Problem(str(path), None, "-o", f"{folder} is not a directory")])
+    if path.is_dir():
+        raise InputError([Problem(str(path), None, "-o", "is a directory; name a figure file")])
+    if path.exists() and not is_iommusim_figure(path):
+        raise InputError([Problem(str(path), None, "-o", "exists and is not a figure iommusim "
+                                  "wrote; iommusim replaces only its own: name another file")])
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError([Problem(str(path), None, "-o", f"{folder} is not writable")])
     return path
+
+
+# What _metadata writes into each format: how a figure iommusim wrote is recognised.
+_SIGNATURES = {"png": b"tEXtSoftware\x00iommusim", "svg": b"<dc:title>iommusim</dc:title>",
+               "pdf": b"/Creator (iommusim)"}
+
+
+def is_iommusim_figure(path: Path, limit: int = 64 << 20) -> bool:
+    """A regular file of at most ``limit`` bytes carrying iommusim's metadata."""
+    fmt = FORMATS.get(path.suffix.lower())
+    try:
+        if fmt is None or not path.is_file() or path.stat().st_size > limit:
+            return False
+        return _SIGNATURES[fmt] in path.read_bytes()
+    except OSError:
+        return False
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
@@ -60,7 +86,7 @@ def _metadata(fmt: str) -> dict[str, Any]:
     # No creation dates: the same results give byte-identical SVGs and PDFs.
     if fmt == "pdf":
         return {"Creator": "iommusim", "CreationDate": None}
-    return {"Date": None} if fmt == "svg" else {"Software": "iommusim"}
+    return {"Date": None, "Creator": "iommusim"} if fmt == "svg" else {"Software": "iommusim"}
 
 
 # --- choosing what to draw --------------------------------------------------------------

@@ -8,6 +8,7 @@ nothing above it; without them those two checks are skipped.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from ..tables.iopgtable.vtd import (
 from ..tables.log2 import ffs
 from .conditions import parse_condition
 from .schema import Op, Scenario
-from .yamldoc import Loc, Override, YamlDoc
+from .yamldoc import JsonDoc, Loc, Override, YamlDoc
 
 Report = Callable[[Loc, str], None]
 
@@ -44,7 +45,8 @@ class RunChecks:
 
 
 def check_experiment(
-    s: Scenario, hw: HardwareConfig, doc: YamlDoc, origins: dict[Loc, Override] | None = None,
+    s: Scenario, hw: HardwareConfig, doc: YamlDoc | JsonDoc,
+    origins: dict[Loc, Override] | None = None,
     run: RunChecks | None = None,
 ) -> list[Problem]:
     """``origins``: the scenario keys ``--set`` or a sweep point changed; a problem inside
@@ -70,11 +72,15 @@ def check_experiment(
             problem(("table",), f"the {fmt.name} table cannot be created: {exc}")
         else:
             last = pt.aperture_end if isinstance(pt, LegacyTable) else pt.common.aperture_end
-            _check_addresses(s, pt.pgsize_bitmap, last, problem)
+            _check_addresses(s, pt.pgsize_bitmap, last, problem, getattr(pt, "oasz_lg2", None))
             if not fmt.dirty_bit:
                 for loc, _, _ in _ops(s, "read_and_clear_dirty"):
                     problem(loc, f"the {fmt.name} format has no dirty tracking")
 
+    _check_size(s, problem)
+    if hw.cpu.count > MAX_CPUS:  # the machine builds every core: 10**9 would never start
+        problem(("hardware",), f"cpu.count is {hw.cpu.count:,}; a simulated machine has at "
+                f"most {MAX_CPUS} CPUs")
     if len(s.cpus) > hw.cpu.count:
         problem(("cpus",), f"{len(s.cpus)} CPUs in the scenario, the hardware has {hw.cpu.count}")
     _check_names(s, problem)
@@ -194,8 +200,14 @@ def _ops_in(
             yield from _ops_in(r.ops, (*loc, oi, "repeat", "ops"), inner, kind)
 
 
-def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) -> None:
+def _check_addresses(
+    s: Scenario, bitmap: int, last_va: int, problem: Report, oa_bits: int | None = None
+) -> None:
+    """Alignment, and every address inside what the table can hold: IOVAs up to its last
+    IOVA, physical addresses below its output width (``oa_bits``). Such an op validates
+    as a schema but fails at run time, mid-simulation, with -EINVAL / -ERANGE."""
     page = 1 << ffs(bitmap)
+    last_pa = (1 << oa_bits) - 1 if oa_bits is not None else None
 
     def aligned(loc: Loc, what: str, value: int) -> None:
         if value % page:
@@ -205,6 +217,11 @@ def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) ->
         if iova + size - 1 > last_va:
             problem(loc, f"{iova:#x}+{size:#x} lies outside the table (last IOVA {last_va:#x})")
 
+    def reachable(loc: Loc, pa: int, size: int) -> None:
+        if last_pa is not None and pa + size - 1 > last_pa:
+            problem(loc, f"{pa:#x}+{size:#x} lies beyond the table's {oa_bits}-bit output "
+                    f"addresses (last PA {last_pa:#x})")
+
     for loc, r, _ in _ops(s, "repeat"):
         aligned(loc, "stride", r.stride)
     for loc, m, offsets in _ops(s, "map"):
@@ -212,9 +229,13 @@ def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) ->
             aligned(loc, what, getattr(m, what))
         for offset in offsets:
             inside(loc, m.iova + offset, m.size)
-    for loc, u, _ in _ops(s, "unmap"):
-        aligned(loc, "iova", u.iova)
-        aligned(loc, "size", u.size)
+            reachable((*loc, "pa"), m.pa + offset, m.size)
+    for kind in ("unmap", "read_and_clear_dirty"):
+        for loc, u, offsets in _ops(s, kind):
+            aligned(loc, "iova", u.iova)
+            aligned(loc, "size", u.size)
+            for offset in offsets:
+                inside(loc, u.iova + offset, u.size)
     for loc, r, _ in _ops(s, "map_range_random"):
         for i, size in enumerate(r.sizes):
             if size & (size - 1) or not size & bitmap:
@@ -222,6 +243,7 @@ def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) ->
         aligned((*loc, "region"), "base", r.region.base)
         aligned((*loc, "region"), "size", r.region.size)
         inside((*loc, "region"), r.region.base, r.region.size)
+        reachable((*loc, "pa_base"), r.pa_base, r.region.size)
     for di, dev in enumerate(s.devices):
         for ri, dma in enumerate(dev.dma):
             if dma.iova % page + dma.size > page:
@@ -233,6 +255,25 @@ def _check_addresses(s: Scenario, bitmap: int, last_va: int, problem: Report) ->
                 problem((*loc, "size"), f"a request size must be a power of two <= {page:#x}")
             if st.region.base % st.size or st.region.size % st.size:
                 problem((*loc, "region"), "the region must be aligned to the request size")
+
+
+MAX_CPUS = 256
+"""CPU cores of a simulated machine (``cpu.count``)."""
+MAX_POINTS = 1_000
+"""Sweep points of one scenario (the cross product of its ``sweep:`` lists)."""
+MAX_RUNS = 100_000
+"""Runs of one command: sweep points times seeds."""
+
+
+def _check_size(s: Scenario, problem: Report) -> None:
+    """Bound the cross product before anything enumerates it: ten keys of ten values are
+    ten billion points, which would exhaust memory building the list of runs."""
+    points = math.prod(len(v) for v in s.sweep.values())
+    if points > MAX_POINTS:
+        problem(("sweep",), f"{points:,} sweep points; at most {MAX_POINTS:,}")
+    elif points * len(s.run.seeds) > MAX_RUNS:
+        problem(("run", "seeds"), f"{points:,} sweep point(s) x {len(s.run.seeds):,} seeds = "
+                f"{points * len(s.run.seeds):,} runs; at most {MAX_RUNS:,}")
 
 
 def _check_names(s: Scenario, problem: Report) -> None:

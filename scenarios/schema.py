@@ -288,22 +288,38 @@ class DeviceSpec(StartSpec):
 
 
 # --- running --------------------------------------------------------------------------
+MAX_SEEDS = 10_000
+"""Seeds per sweep point (``run.seeds``, ``--seeds``): far beyond what a statistic needs
+(the catalog uses 20, its slow tier 200), and a list that fits in memory."""
+MAX_SEED = (1 << 63) - 1  # a seed value: a signed 64-bit integer, exact in results.json
+MAX_EVENTS = 10_000_000
+"""Default of ``run.max_events``: the events, skipped waits and CPU transactions one run
+may take before it is stopped as a run that would not end (a minute or two of
+simulation; every catalog scenario needs less than a tenth of it)."""
+
+
 def seed_count(value: Any) -> Any:
-    """``seeds: N`` means seeds 1..N; a list names the seeds."""
+    """``seeds: N`` means seeds 1..N; a list names the seeds (at most MAX_SEEDS)."""
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise ValueError(f"seeds must be at least 1, got {value}")
+        if value > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS:,} seeds per run, got {value:,}")
         return list(range(1, value + 1))
+    if isinstance(value, list) and len(value) > MAX_SEEDS:
+        raise ValueError(f"at most {MAX_SEEDS:,} seeds per run, got a list of {len(value):,}")
     return value
 
 
 class RunSpec(Node):
     seeds: Annotated[
-        list[Annotated[int, Field(ge=0)]],
+        list[Annotated[int, Field(ge=0, le=MAX_SEED)]],
         BeforeValidator(seed_count, json_schema_input_type=int | list[int]),
         Field(min_length=1),
     ] = [1]
     until: Annotated[int, Field(ge=1)] = 10_000_000
+    # Events and CPU operations a run may take before it is stopped (hwmodels.sim.RunLimit).
+    max_events: Annotated[int, Field(ge=1)] = MAX_EVENTS
     # Exact look-ahead (hwmodels.sim): same results, faster. Off only to check that.
     lookahead: bool = True
 

@@ -9,6 +9,8 @@ points at the override.
 
 from __future__ import annotations
 
+import copy
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -18,9 +20,18 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import InputError, Problem, did_you_mean, format_path
+from ..errors import InputError, Problem, did_you_mean, format_path, json_line, read_text
 
 Loc = tuple[str | int, ...]
+
+
+MAX_DEPTH = 64
+"""Nesting depth of a YAML file: a scenario needs about 12 (three per nested ``repeat``);
+deeper nesting only exhausts the parser's recursion."""
+MAX_NODES = 200_000
+"""YAML nodes after expanding aliases (``*name``): a scenario with every key and a
+thousand ops has a few thousand; an alias bomb (each level repeating the one below)
+reaches billions from a few hundred bytes."""
 
 
 class YamlDoc:
@@ -29,16 +40,18 @@ class YamlDoc:
     def __init__(self, source: str, text: str) -> None:
         self.source = source
         try:
+            _check_shape(source, text)
             self.root = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else None
-            reason = getattr(exc, "problem", None) or str(exc)
-            raise InputError([Problem(source, line, "", f"invalid YAML: {reason}")]) from None
+            raise InputError([_yaml_problem(source, text, exc)]) from None
+        _check_expansion(source, self.root)
+        try:
+            self.data = yaml.SafeLoader("").construct_document(self.root) if self.root else None
+        except yaml.YAMLError as exc:
+            raise InputError([_yaml_problem(source, text, exc)]) from None
         if not isinstance(self.data, dict):
             raise InputError([Problem(source, 1, "", "the file must be a YAML mapping of keys")])
-        duplicates = list(_duplicate_keys(self.root, ()))
+        duplicates = sorted(_duplicate_keys(self.root), key=lambda d: d[1])
         if duplicates:
             raise InputError(
                 [Problem(source, ln, format_path(loc), "duplicate key") for loc, ln in duplicates]
@@ -46,12 +59,8 @@ class YamlDoc:
 
     @classmethod
     def read(cls, path: Path) -> YamlDoc:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            problem = Problem(str(path), None, "", f"cannot read: {exc.strerror}")
-            raise InputError([problem]) from None
-        return cls(str(path), text)
+        """Read a file (a regular file, UTF-8, bounded in size: ``errors.read_text``)."""
+        return cls(str(path), read_text(path))
 
     def line_of(self, loc: Loc) -> int | None:
         """The line of the deepest node on ``loc`` that exists in the file."""
@@ -76,6 +85,43 @@ class YamlDoc:
         return self.line_of(loc)
 
 
+class JsonDoc:
+    """A JSON file (a replay file, a results file) located like a YamlDoc: a problem's
+    key path is turned back into a line (``errors.json_line``)."""
+
+    def __init__(self, source: str, text: str) -> None:
+        self.source = source
+        self.text = text
+        try:
+            self.data = json.loads(text)
+        except RecursionError:
+            raise InputError([Problem(source, None, "", "not JSON: nested too deeply")]) from None
+        except json.JSONDecodeError as exc:
+            problem = Problem(source, exc.lineno, "", f"not JSON: {exc.msg}")
+            raise InputError([problem]) from None
+
+    @classmethod
+    def read(cls, path: Path) -> JsonDoc:
+        return cls(str(path), read_text(path))
+
+    prefix: Loc = ()
+
+    def at(self, prefix: Loc) -> JsonDoc:
+        """The same file seen from the sub-tree at ``prefix`` (a replay file's
+        ``config.scenario``), for checks that give key paths inside that sub-tree."""
+        view = copy.copy(self)
+        view.prefix = (*self.prefix, *prefix)
+        return view
+
+    def line_of(self, loc: Loc) -> int | None:
+        return json_line(self.text, (*self.prefix, *loc))
+
+    key_line = line_of
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        return Problem(self.source, self.line_of(loc), format_path(loc), message)
+
+
 def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
@@ -87,17 +133,83 @@ def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
     return None
 
 
-def _duplicate_keys(node: yaml.Node, loc: Loc) -> typing.Iterator[tuple[Loc, int]]:
+def _yaml_problem(source: str, text: str, exc: yaml.YAMLError) -> Problem:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    position = getattr(exc, "position", None)  # a ReaderError: a character YAML refuses
+    if line is None and isinstance(position, int):
+        line = text.count("\n", 0, position) + 1
+    reason = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+    return Problem(source, line, "", f"invalid YAML: {reason}")
+
+
+def _check_shape(source: str, text: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the event stream, before composing:
+    PyYAML's composer recurses once per level (RecursionError at a few thousand)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                message = f"nested more than {MAX_DEPTH} levels deep; a scenario needs far fewer"
+                raise InputError([Problem(source, line, "", message)])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_expansion(source: str, root: yaml.Node | None) -> None:
+    """Refuse a document whose aliases expand it beyond MAX_NODES nodes. An alias is
+    the same node object as its anchor, so the expanded size is computed once per
+    distinct node (children before parents), in time linear in the file."""
+    if root is None:
+        return
+    size: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in size:
+            continue
+        kids = _children(node)
+        if not children_done:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in size)
+            continue
+        size[id(node)] = min(1 + sum(size[id(k)] for k in kids), MAX_NODES + 1)
+        if size[id(node)] > MAX_NODES:
+            line = node.start_mark.line + 1
+            message = (f"aliases (*name) expand this document beyond {MAX_NODES:,} nodes; "
+                       "a scenario needs far fewer")
+            raise InputError([Problem(source, line, "", message)])
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            if key.value in seen:
-                yield (*loc, key.value), key.start_mark.line + 1
-            seen.add(key.value)
-            yield from _duplicate_keys(value, (*loc, key.value))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from _duplicate_keys(item, (*loc, i))
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _duplicate_keys(root: yaml.Node) -> typing.Iterator[tuple[Loc, int]]:
+    """Keys given twice in one mapping. Iterative, and each node is visited once: an
+    aliased node is checked where it is defined, not again at every alias."""
+    seen_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, Loc]] = [(root, ())]
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, _value in node.value:
+                if key.value in keys:
+                    yield (*loc, key.value), key.start_mark.line + 1
+                keys.add(key.value)
+            stack.extend(((v, (*loc, k.value)) for k, v in reversed(node.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, (*loc, i)) for i, item in reversed(list(enumerate(node.value))))
 
 
 # --- overrides ------------------------------------------------------------------------
@@ -198,15 +310,19 @@ def _dict_key(node: dict[Any, Any], part: str) -> str | int:
 def validate(
     model: type[BaseModel],
     data: Any,
-    doc: YamlDoc | None,
+    doc: YamlDoc | JsonDoc | None,
     overrides: dict[Loc, Override] | None = None,
     prefix: Loc = (),
 ) -> Any:
     """Validate ``data`` against ``model``; every error becomes a located Problem.
 
-    ``prefix`` is where ``data`` sits inside ``doc`` (for a sub-tree).
+    ``prefix`` is where ``data`` sits inside ``doc`` (for a sub-tree). Data read from a
+    JSON file is validated as JSON (its object keys are strings: ``{"1": 8}`` is an
+    integer-keyed map there).
     """
     try:
+        if isinstance(doc, JsonDoc):
+            return model.model_validate_json(json.dumps(data))
         return model.model_validate(data)
     except ValidationError as exc:
         problems = [
@@ -219,7 +335,7 @@ def validate(
 def _problem(
     model: type[BaseModel],
     err: Any,
-    doc: YamlDoc | None,
+    doc: YamlDoc | JsonDoc | None,
     overrides: dict[Loc, Override],
     prefix: Loc,
 ) -> Problem:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import InputError
+from .common import pipe_safe_stdout
 from .run import DEFAULT_SCENARIO, SUMMARY_METRICS
 from .signals import report_interrupt, sigterm_as_interrupt
 
@@ -41,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with sigterm_as_interrupt():
+        with pipe_safe_stdout(), sigterm_as_interrupt():  # a closed stdout keeps the verdict
             return args.func(args)
     except InputError as exc:
         print(f"iommusim: {len(exc.problems)} problem(s) in the input:", file=sys.stderr)

@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import InputError, Problem
 from ..experiment.metrics import CPU_OPS
 from ..experiment.oracles import EXPECT_MODES, ORACLES
+from ..experiment.outdir import check_destination, staged
 from ..explore.output import save_failures, write_listing
 from ..explore.search import STRATEGIES, Options, Report, Setup, describe_choices, explore
 from ..explore.setup import Resolved, configure, resolve
@@ -71,7 +72,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--jobs", type=positive_int, default=1, metavar="J", help="parallel processes")
     add_set(p)
     p.add_argument("--out", metavar="DIR",
-                   help="where replay files and the run list go (default: results/explore/<name>)")
+                   help="where replay files and the run list go (default: results/explore/<name>); "
+                   "an existing one is replaced only if iommusim wrote it")
+    p.add_argument("--force", action="store_true",
+                   help="replace an iommusim directory even if it holds other files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -106,14 +110,18 @@ def run(args: argparse.Namespace) -> int:
     resolved, setup, opts = build(args)
     exp = setup.exp
     out_dir = Path(args.out) if args.out else Path("results") / "explore" / exp.scenario.name
+    check_destination(out_dir, force=args.force)  # before exploring (experiment.outdir)
     print(header(resolved, setup, opts))
     progress = progress_printer(args.quiet, bar=False, lines=False)
     report = explore(setup, opts, progress)
     if progress:
         print(file=sys.stderr)
     print(body(report))
-    saved = save_failures(resolved, report, out_dir)
-    write_listing(out_dir, resolved, report, saved)
+    # Written whole beside out_dir, then swapped in: no replay file of an earlier
+    # exploration is left next to this one's.
+    with staged(out_dir, force=args.force) as tmp:
+        saved = {i: out_dir / p.name for i, p in save_failures(resolved, report, tmp).items()}
+        write_listing(tmp, resolved, report, saved)
     for line in failure_lines(report, saved):
         print(line)
     return 1 if report.failures else 0

@@ -13,7 +13,12 @@ from typing import Any
 from ..experiment.results import write_trace
 from ..explore import replay as R
 from ..explore.search import Outcome
-from .common import add_set
+from .common import (
+    add_set,
+    check_output_dir,
+    check_output_file,
+    starts_with_json_record,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -28,6 +33,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
+    out_dir = Path(args.out) if args.out else path.parent
+    if args.out or args.plot:
+        check_outputs(out_dir, path, plot=args.plot)
     doc, out = R.replay(path, args.set)
     saved = doc["failure"]
     x = doc["exploration"]
@@ -55,13 +63,27 @@ def run(args: argparse.Namespace) -> int:
             print(f"now: {f.check} at cycle {_cycle(f.cycle)}: {f.message}")
         else:
             print("now: no failure")
-    out_dir = Path(args.out) if args.out else path.parent
     if args.out or args.plot:
         trace_path = save_trace(out_dir, path, out)
         print(f"trace: {trace_path}")
     if args.plot:
         print(plot(out_dir, path, doc, out))
     return 1 if out.failures else 0
+
+
+def check_outputs(out_dir: Path, path: Path, *, plot: bool) -> None:
+    """Before replaying: the trace (and figure) may be written into ``out_dir`` -- new
+    files, or files an earlier replay of the same file wrote (nothing else replaced)."""
+    check_output_dir(out_dir, "--out")
+    if not out_dir.is_dir():
+        return  # created when the trace is saved
+    stem = path.name.removesuffix(".replay.json")
+    check_output_file(out_dir / f"{stem}.trace.jsonl", "--out",
+                      lambda p: starts_with_json_record(p, {"cycle", "component", "event"}))
+    if plot:
+        from ..plots.render import is_iommusim_figure  # matplotlib: only when drawing
+
+        check_output_file(out_dir / f"{stem}.timeline.png", "--out", is_iommusim_figure)
 
 
 def _cycle(cycle: int | None) -> str:

@@ -9,13 +9,15 @@ from typing import Any
 
 from ..experiment.executors import EXECUTORS
 from ..experiment.metrics import meaning
+from ..experiment.outdir import check_destination
 from ..experiment.results import write_results
 from ..experiment.resume import Journal
 from ..experiment.runner import PointResult, plan, prepare, run_prepared
 from ..experiment.shards import Shard, manifest
 from ..experiment.traces import DEFAULT_TRACE_FORMAT, TRACE_FORMATS
 from ..scenarios.resolve import find_scenario
-from .common import add_set, nonneg_int, positive_int, progress_printer
+from ..scenarios.schema import MAX_SEEDS
+from .common import add_set, positive_int, progress_printer, seed_count, seed_value
 
 DEFAULT_SCENARIO = "shared-level-flush"
 SUMMARY_METRICS = (
@@ -42,12 +44,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("scenario", nargs="?", metavar="SCENARIO",
                    help=f"a scenario file or catalog name (default: {DEFAULT_SCENARIO})")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--seeds", type=positive_int, metavar="N", help="run seeds 1..N")
-    which.add_argument("--seed", type=nonneg_int, metavar="S", help="run this one seed")
+    which.add_argument("--seeds", type=seed_count, metavar="N",
+                       help=f"run seeds 1..N (N <= {MAX_SEEDS:,})")
+    which.add_argument("--seed", type=seed_value, metavar="S", help="run this one seed")
     p.add_argument("--jobs", type=positive_int, metavar="J",
                    help="parallel processes (default: the CPU count)")
     add_set(p)
-    p.add_argument("--out", metavar="DIR", help="results directory (default: results/<name>)")
+    p.add_argument("--out", metavar="DIR", help="results directory (default: results/<name>); "
+                   "an existing one is replaced only if iommusim wrote it")
+    p.add_argument("--force", action="store_true",
+                   help="replace an iommusim results directory even if it holds other files")
     p.add_argument("--trace", action="store_true", help="also write the event trace per seed")
     p.add_argument("--trace-format", type=trace_format_list, metavar="FMT[,FMT]",
                    help=f"trace formats, implies --trace: {', '.join(TRACE_FORMATS)} "
@@ -112,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare(path, args.set)
     formats = args.trace_format or ((DEFAULT_TRACE_FORMAT,) if args.trace else ())
     out = Path(args.out) if args.out else Path("results") / prepared[0][1].scenario.name
+    check_destination(out, force=args.force)  # before anything runs (outdir.py)
     extra = None
     if args.shard is not None:
         extra = {"shard.json": manifest(args.shard, prepared, plan(prepared, seeds))}
@@ -126,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         if journal.reused and not args.quiet:
             print(f"resumed: {journal.reused} run(s) taken from {out} and {journal.dir.name}",
                   file=sys.stderr)
-        files = write_results(out, points, trace=formats, extra=extra)
+        files = write_results(out, points, trace=formats, extra=extra, force=args.force)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: say where the finished runs are
         if journal.note():
             exc.add_note(journal.note())
@@ -140,7 +147,40 @@ def run(args: argparse.Namespace) -> int:
 
         figures = standard_figures(out, meaning=meaning)
         print(f"figures: {len(figures)} written ({', '.join(sorted({f.name for f in figures}))})")
-    return 0 if all(p.ok for p in points) else 1
+    return 0 if all(p.ok for p in points) and not unfinished_fails(points) else 1
+
+
+def _stop_info(run: Any) -> tuple[str | None, list[dict[str, Any]]]:
+    """Why a run stopped early and who had not finished (a RunResult, or a run read
+    back from a results directory)."""
+    doc = getattr(run, "document", None)
+    if doc is not None:
+        return doc.get("stopped"), doc.get("unfinished") or []
+    return getattr(run, "stopped", None), getattr(run, "unfinished", [])
+
+
+def unfinished_fails(points: list[PointResult]) -> bool:
+    """A run that stopped before its work was done fails the command (exit 1) unless the
+    scenario's ``expect:`` speaks of ``sim.finished`` (it expects that on purpose)."""
+    return any(
+        _stop_info(run)[0] is not None and "sim.finished" not in p.experiment.scenario.expect
+        for p in points for run in p.runs
+    )
+
+
+def print_unfinished(points: list[PointResult], shown: int = 5) -> None:
+    """One warning per run that stopped early (the first ``shown``): why, and who had
+    not finished with how far each got."""
+    late = [(p, run) for p in points for run in p.runs if _stop_info(run)[0] is not None]
+    for point, run in late[:shown]:
+        stopped, who = _stop_info(run)
+        where = f" at {point.values}" if point.values else ""
+        names = "; ".join(f"{u['name']}: {u['progress']}" for u in who) or "nobody named"
+        print(f"  warning: seed {run.seed}{where} did not finish: {stopped}; unfinished: "
+              f"{names}")
+    if len(late) > shown:
+        print(f"  warning: {len(late) - shown} more run(s) did not finish (results.json: "
+              "runs[].stopped, runs[].unfinished)")
 
 
 def _fmt(value: float) -> str:
@@ -171,6 +211,7 @@ def print_summary(points: list[PointResult], files: list[Path]) -> None:
             cells = [str(point.values[k]) for k in keys] + [_fmt(agg[c]["mean"]) for c in cols]
             print("  " + "  ".join(f"{c:>24}" for c in cells))
     print_expectations(points)
+    print_unfinished(points)
     swept = len(points) > 1 or bool(points[0].values)  # the layout write_results chose
     print(f"results: {files[0].parent.parent if swept else files[0].parent}")
 

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError, read_text
 from ..hwmodels.config import HardwareConfig
 from ..scenarios.schema import Scenario
+from .common import check_output_file, write_text_atomic
 
 
 def add_parser(sub: Any) -> None:
@@ -25,7 +27,20 @@ def run(args: argparse.Namespace) -> int:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     text = json.dumps(schema, indent=2) + "\n"
     if args.output:
-        Path(args.output).write_text(text)
+        path = Path(args.output)
+        check_output_file(path, "-o", _is_schema_file)
+        write_text_atomic(path, text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _is_schema_file(path: Path) -> bool:
+    """A JSON Schema ``iommusim schema -o`` wrote (an earlier version, or the other
+    kind): a JSON object naming a draft and titled after one of the two models."""
+    try:
+        data = json.loads(read_text(path))
+    except (InputError, ValueError):
+        return False
+    return (isinstance(data, dict) and "$schema" in data
+            and data.get("title") in ("Scenario", "HardwareConfig"))

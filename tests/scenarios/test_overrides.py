@@ -133,7 +133,7 @@ def test_sweep_cross_product(cli, scenario, tmp_path, h):
     assert index["parameters"] == ["iommu.iotlb.entries", "kernel.fixes.flush_done_sw_bit"]
     expected = [(e, f) for e in (64, 128, 256) for f in (True, False)]
     assert [tuple(p["values"].values()) for p in index["points"]] == expected
-    assert sorted(p.name for p in out.iterdir()) == ["index.json"] + [
+    assert sorted(p.name for p in out.iterdir()) == [".iommusim", "index.json"] + [
         f"point-{i:03d}" for i in range(6)
     ] + ["results.csv"]
     for point, (entries, fix) in zip(index["points"], expected, strict=True):
@@ -229,5 +229,5 @@ def test_sweep_of_one_point(cli, scenario, tmp_path, h):
             "--out", "out")
     assert r.rc == 0, r.err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "index.json", "point-000", "results.csv"]
+        ".iommusim", "index.json", "point-000", "results.csv"]
     assert r.out.splitlines()[-1] == f"results: {tmp_path / 'out'}"

@@ -43,7 +43,7 @@ def test_results_json_schema(cli, scenario, tmp_path, h):
     path = scenario(h.BUSY)
     run_ok(cli, path, "--seeds", "2", "--jobs", "1", "--out", "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "config.resolved.yaml", "results.csv", "results.json"
+        ".iommusim", "config.resolved.yaml", "results.csv", "results.json"
     ]
     doc = h.load_results(tmp_path / "out")
     assert doc["schema"] == "iommusim.results/1"
@@ -57,7 +57,9 @@ def test_results_json_schema(cli, scenario, tmp_path, h):
     assert [r["seed"] for r in doc["runs"]] == [1, 2]
     names = set(metrics.concrete_names())
     for run in doc["runs"]:
-        assert set(run) == {"seed", "metrics", "stats", "faults", "incidents", "distributions"}
+        assert set(run) == {"seed", "stopped", "unfinished", "metrics", "stats", "faults",
+                            "incidents", "distributions"}
+        assert run["stopped"] is None and run["unfinished"] == []
         # every metric of the catalog, and only those, in every run
         assert set(run["metrics"]) == names
         assert set(REQUIRED_METRICS) <= names
@@ -178,11 +180,15 @@ def test_trace_files(cli, scenario, tmp_path, h):
 
 
 def test_out_replaces_an_old_directory(cli, scenario, tmp_path, h):
+    """An earlier results directory is replaced whole (what else --out may replace:
+    tests/cli/test_out_safety.py)."""
     out = tmp_path / "deep" / "er" / "out"
-    out.mkdir(parents=True)
-    (out / "stale.txt").write_text("old")
+    run_ok(cli, scenario(h.BASE), "--seed", "1", "--trace", "--out", out)
+    assert list(out.glob("trace-1.*"))
     run_ok(cli, scenario(h.BASE), "--seed", "1", "--out", out)
-    assert sorted(p.name for p in out.iterdir()) == ["config.resolved.yaml", "results.json"]
+    names = {p.name for p in out.iterdir()}
+    assert {".iommusim", "config.resolved.yaml", "results.json"} <= names
+    assert not list(out.glob("trace-*"))  # nothing of the old run is left
     assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no temporaries left
 
 
