@@ -10,9 +10,11 @@ command                cost (cycles)         effect
 =====================  ====================  ==========================================
 ``INVALIDATE_RANGE``   ``command``           IOTLB entries of the domain overlapping
                                              the range; walk-cache entries too unless
-                                             ``leaf_only``
+                                             ``leaf_only``; the write buffer drains
+                                             first (implicitly, VT-d 6.8)
 ``INVALIDATE_ALL``     ``command``           every IOTLB and walk-cache entry of the
-                                             domain (of every domain if it is None)
+                                             domain (of every domain if it is None);
+                                             the write buffer drains first
 ``CHANGE_TOP``         ``command``           the domain's root register becomes
                                              ``(root_pa, top_level)``
 ``FLUSH_WRITE_BUFFER`` write buffer's        every pending write-buffer line reaches
@@ -23,6 +25,10 @@ command                cost (cycles)         effect
 
 ``submit`` returns an event for the two commands a CPU waits for (the wait, and the
 write-buffer flush, which Linux polls to completion); the other commands are posted.
+
+A walk in flight across an invalidation of its address must not cache what it read
+before (``invalidated_since``): hardware drains such walks, and the kernel frees a
+table right after the invalidation completes.
 """
 
 from __future__ import annotations
@@ -80,7 +86,32 @@ class InvalidationQueue:
             0,
         )
         self.busy_cycles = 0
+        # Invalidations applied so far, and the latest ones (seq, domain, iova, size;
+        # domain or size None: all), for the walks in flight (invalidated_since).
+        self.seq = 0
+        self._applied: deque[tuple[int, int | None, int, int | None]] = deque(maxlen=1024)
         env.process(self._run())
+
+    def invalidated_since(self, seq: int, domain: int, iova: int) -> bool:
+        """Whether an invalidation applied after the ``seq``-th covered ``iova`` of
+        ``domain``. A walk in flight across such an invalidation may have read an item
+        before the CPU changed it: hardware must not cache what that walk read (the
+        invalidation drains it), or a table freed after the invalidation would stay
+        reachable through the walk cache."""
+        if seq == self.seq:
+            return False
+        if self.seq - seq > len(self._applied):
+            return True  # older than the log: assume it did
+        for s, d, start, size in reversed(self._applied):
+            if s <= seq:
+                break
+            if (d is None or d == domain) and (size is None or start <= iova < start + size):
+                return True
+        return False
+
+    def _log(self, domain: int | None, iova: int, size: int | None) -> None:
+        self.seq += 1
+        self._applied.append((self.seq, domain, iova, size))
 
     @property
     def depth(self) -> int:
@@ -136,14 +167,23 @@ class InvalidationQueue:
     def _apply(self, tx: Transaction) -> int:
         """Make a command take effect; returns how many cache entries it dropped."""
         kind = tx[0]
+        if kind in (INVALIDATE_RANGE, INVALIDATE_ALL) and self.write_buffer is not None:
+            # VT-d section 6.8: an invalidation flushes the write buffer implicitly;
+            # software flushes it explicitly only after changes that need no
+            # invalidation (not-present to present, i.e. after a map). So Linux's
+            # unmap never flushes it, and its cleared items must reach DRAM here, or
+            # a walk after the invalidation caches the item the CPU just cleared.
+            self.write_buffer.flush()
         if kind == INVALIDATE_RANGE:
             _, domain, iova, size, leaf_only = tx
+            self._log(domain, iova, size)
             removed = self.iotlb.invalidate_range(domain, iova, size)
             if not leaf_only:
                 removed += self.walk_cache.invalidate_range(domain, iova, size)
             return removed
         if kind == INVALIDATE_ALL:
             domain = tx[1]
+            self._log(domain, 0, None)
             if domain is None:
                 return self.iotlb.invalidate_all() + self.walk_cache.invalidate_all()
             return self.iotlb.invalidate_domain(domain) + self.walk_cache.invalidate_domain(

@@ -273,6 +273,7 @@ class Iommu:
             return self._fault(device, domain, iova, is_write, "geometry", top, "walk")
         if not hw.va_ok(top, iova):
             return self._fault(device, domain, iova, is_write, "address_range", top, "walk")
+        queue, seq = self.queue, self.queue.seq  # fills only if no invalidation overlapped
 
         level, probes = top, 0
         readable = writable = True
@@ -300,7 +301,8 @@ class Iommu:
             raw = yield from self.port.read(pte_pa, walk)
             item = hw.decode(level, raw)
             if item.kind == NOT_PRESENT:
-                self.iotlb.fill_negative(domain, iova, hw.granule_lg2)
+                if queue.seq == seq or not queue.invalidated_since(seq, domain, iova):
+                    self.iotlb.fill_negative(domain, iova, hw.granule_lg2)
                 return self._fault(device, domain, iova, is_write, "not_present", level, path)
             if item.kind == RESERVED:
                 return self._fault(device, domain, iova, is_write, "reserved", level, path)
@@ -315,7 +317,9 @@ class Iommu:
                     # The entry keeps the permissions ANDed down to here (as the
                     # paging-structure caches do), in the low bits of the address.
                     perms = (0 if readable else _WC_NO_READ) | (0 if writable else _WC_NO_WRITE)
-                    self.walk_cache.fill(domain, level, iova, hw.item_lg2(level), item.addr | perms)
+                    if queue.seq == seq or not queue.invalidated_since(seq, domain, iova):
+                        self.walk_cache.fill(domain, level, iova, hw.item_lg2(level),
+                                             item.addr | perms)
                 table, level = item.addr, item.next_level
                 continue
             assert item.kind == LEAF
@@ -338,7 +342,8 @@ class Iommu:
                 base |= iova & ((1 << size_lg2) - 1) & ~((1 << cap) - 1)
                 size_lg2 = cap
             entry = CachedTranslation(base, size_lg2, readable, writable, pte_pa, dirty)
-            self.iotlb.fill(domain, iova, size_lg2, entry)
+            if queue.seq == seq or not queue.invalidated_since(seq, domain, iova):
+                self.iotlb.fill(domain, iova, size_lg2, entry)
             return Translation(OK, item.addr | (iova & ((1 << item.size_lg2) - 1)), path)
 
     def peek(self, domain: int, iova: int) -> int | None:

@@ -87,3 +87,30 @@ def test_commands_from_two_cpus_are_processed_in_submission_order(rig):
     ]
     # cpu0's wait completes behind cpu1's invalidation, submitted before it
     assert [c.records[0].end for c in m.cpus[:2]] == [2600, 2600]
+
+
+def test_an_invalidation_drains_the_write_buffer_first(rig):
+    """VT-d 6.8: invalidations flush the write buffer implicitly (Linux flushes it
+    explicitly only after a map, which needs no invalidation), so an unmap's cleared
+    item is in DRAM before the walker can walk again."""
+    m = rig.machine(iommu={"write_buffer": {"enabled": True, "drain": 100_000}})
+    m.write_buffer.push(0x5000, [0] * 8)
+    assert m.write_buffer.pending == 1
+    rig.run(m, [(0, [(INVALIDATE_RANGE, 1, 0, 0x1000, True), (WAIT_INVALIDATION,)])])
+    assert m.write_buffer.pending == 0 and m.write_buffer.lines_flushed == 1
+
+
+def test_invalidated_since_tells_walks_in_flight(rig):
+    """What a walk started before an overlapping invalidation read must not be cached."""
+    m = rig.machine()
+    q = m.invalidation
+    seq = q.seq
+    assert not q.invalidated_since(seq, 1, 0x40000000)
+    rig.run(m, [(0, [(INVALIDATE_RANGE, 1, 0x40000000, 0x200000, False), (WAIT_INVALIDATION,)])])
+    assert q.seq == seq + 1
+    assert q.invalidated_since(seq, 1, 0x40001000)  # inside the range
+    assert not q.invalidated_since(seq, 1, 0x40200000)  # beyond it
+    assert not q.invalidated_since(seq, 2, 0x40001000)  # another domain
+    assert not q.invalidated_since(q.seq, 1, 0x40001000)  # a walk started after it
+    rig.run(m, [(0, [(INVALIDATE_ALL, None), (WAIT_INVALIDATION,)])])
+    assert q.invalidated_since(seq + 1, 7, 0)  # global: every domain, every address

@@ -110,3 +110,34 @@ def test_stale_iotlb_entry_translates_until_the_invalidation_is_processed(sim):
     assert len(s.iommu.incidents) == 1
     # And from then on.
     assert s.dma(IOVA).translation.reason == "not_present"
+
+
+def test_a_walk_in_flight_across_an_invalidation_caches_nothing(sim):
+    """A walk that read the items before an invalidation of its address took effect
+    must not fill the IOTLB or the walk cache after it: the kernel frees a table once
+    the invalidation completes, and a walk-cache entry filled afterwards would keep the
+    freed table reachable (found by the soak tier: a walker use-after-free with every
+    fix on). The DMA in flight itself may still complete with what it read."""
+    from iommusim.tables.transactions import INVALIDATE_RANGE
+
+    s = _vtd(sim, trace=True)
+    s.map(IOVA, PA, PAGE)
+    walk_start = {}
+    s.on_trace("iommu.walker", "walk_start",
+               lambda rec: walk_start.setdefault("cycle", rec.cycle))
+    dev = s.device([DmaRequest(IOVA, 8, False)])
+    # submitted as the walk starts: the queue is idle, so it applies `command` cycles on,
+    # while the walk (four item reads from DRAM) is still reading
+    s.at(s.env.now + s.config.iommu.link + 1, lambda: s.m.invalidation.submit(
+        (INVALIDATE_RANGE, 1, IOVA, PAGE, False), "test"))
+    s.env.run()
+    (rec,) = dev.records
+    applied = s.traced("iommu.invalidation", "done")[0].cycle
+    assert walk_start["cycle"] < applied < rec.end  # the invalidation landed mid-walk
+    assert rec.translation.outcome == OK  # the DMA in flight completes
+    fills = s.traced("iommu.walk_cache", "fill") + s.traced("iommu.iotlb", "fill")
+    assert [f.cycle for f in fills if f.cycle > applied] == []
+    assert s.m.iotlb.lookup(1, IOVA) is None
+    # the next walk of the page, after the invalidation, caches as usual
+    assert s.dma(IOVA).translation.path == "walk"
+    assert s.m.iotlb.lookup(1, IOVA) is not None
