@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from heapq import heappush
 from typing import Any
 
 import simpy
@@ -60,16 +59,6 @@ class SimEnvironment(simpy.Environment):
             super().step()
         finally:
             self._waking_several = False
-
-    def schedule(self, event: simpy.Event, priority: int = 1, delay: float = 0) -> None:
-        """SimPy's schedule; an event scheduled while a device pipeline's request runs
-        (its walker slot, the walk it started, a timeout it made) goes to that
-        pipeline's queue with the same key (hwmodels.pipeline)."""
-        pipeline = self._pipeline
-        if pipeline is None:
-            heappush(self._queue, (self._now + delay, priority, next(self._eid), event))
-        else:
-            pipeline.adopt(self._now + delay, priority, event)
 
     def peek(self) -> float:
         """The time of the next event; now while an event still wakes other processes."""
