@@ -17,7 +17,7 @@ from iommusim.hwmodels.config import CacheConfig, IotlbConfig
 from iommusim.hwmodels.memsys import EVICTIONS, CapacityEviction, NoEviction, RandomEviction
 from iommusim.plots import render
 from iommusim.plots.kinds import KINDS, accepting
-from iommusim.scenarios.schema import ExploreSpec
+from iommusim.scenarios.schema import ExploreSpec, TableSpec
 
 
 def literal(model: type, field: str) -> set[str]:
@@ -28,7 +28,7 @@ def test_config_names_are_the_registries() -> None:
     assert literal(IotlbConfig, "replacement") == set(REPLACEMENTS)
     assert literal(CacheConfig, "eviction") == set(EVICTIONS)
     assert literal(ExploreSpec, "strategy") == set(STRATEGIES)
-    assert "genpt" in TABLE_IMPLEMENTATIONS
+    assert literal(TableSpec, "implementation") == set(TABLE_IMPLEMENTATIONS)
 
 
 @pytest.mark.parametrize("name,victims", [("lru", [1, 2, 0]), ("rr", [0, 1, 2])])

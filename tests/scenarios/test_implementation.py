@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from iommusim.experiment.load import load
+from iommusim.experiment.table import make_table
 from iommusim.scenarios.resolve import find_hardware, load_hardware, preset_names
 from iommusim.tables import Interleaver, Prot
 from iommusim.tables.iopgtable import IMPLEMENTATIONS, LegacyTable
@@ -204,3 +206,13 @@ def test_peek_does_not_spin_on_a_grower_inside_its_seqcount() -> None:
         signal.alarm(0)
     assert seen == [0x8000_0000]
     assert t.executor.memory.cpu[t.drv.seq_word] & 1  # the writer was inside
+
+
+@pytest.mark.parametrize(("implementation", "cls"), [("genpt", "PageTable"),
+                                                     ("io-pgtable", "LegacyTable")])
+def test_the_table_built_is_the_one_named(tmp_path: Path, implementation: str, cls: str) -> None:
+    exp = load(scenario(tmp_path, "x86_64", "amd-v1", implementation=implementation))
+    pt = make_table(exp.scenario, exp.hardware)
+    assert type(pt).__name__ == cls
+    if cls == "LegacyTable":
+        assert pt.implementation == "amd-v2"
