@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint docs bench fast fast-clean clean
+.PHONY: run test lint docs bench soak fast fast-clean clean
 
 # PYTHONWARNINGS: setuptools tells every editable install of a package-dir layout to
 # mind same-named folders (an InformationOnly warning): known, nothing to act on.
@@ -40,6 +40,11 @@ fast: $(STAMP)
 
 fast-clean: $(STAMP)
 	$(FAST) clean
+
+# The soak tier (docs/tests.md): 100,000 operations, 1.2 million checked DMAs, every oracle
+# on; many minutes. `python -m benchmarks.soak --quick` is the small size a test runs.
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
