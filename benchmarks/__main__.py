@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from iommusim.tables.compiled import active
+
 from .commands import dma_hits_rate, dma_misses_rate, explore_rate, scale_run
 from .common import best_rate, raw_simpy
-from .entries import dma_hits, dma_misses, four_cpus, iotlb_lookups, one_cpu, scale
+from .entries import direct, dma_hits, dma_misses, four_cpus, iotlb_lookups, one_cpu, scale
 
 RATES = {
     "one_cpu": ("CPU transactions, 1 CPU", "tx/s", one_cpu),
+    "direct": ("page-table code alone", "tx/s", direct),
     "four_cpus": ("CPU transactions, 4 CPUs", "tx/s", four_cpus),
     "dma_hits": ("DMA, IOTLB hits", "DMAs/s", dma_hits),
     "dma_misses": ("DMA, IOTLB misses", "DMAs/s", dma_misses),
@@ -35,6 +38,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="skip the two scale runs")
     parser.add_argument("--only", choices=[*RATES, *COMMANDS, "scale", "scale_run"])
     args = parser.parse_args()
+    print(f"page-table code: {active()}")  # make fast compiles it (docs/performance.md)
     raw = best_rate(raw_simpy)
     rows: list[tuple[str, float, str]] = []
     print(f"{'benchmark':<28}{'rate':>14}  {'unit':<11}{'x raw SimPy':>12}")
