@@ -53,14 +53,14 @@ class WorkConfig(Node):
     is retuned (README "How close to hardware").
     """
 
-    core_call: WorkCycles = 0  # fitted 81.75: iommu_map / iommu_unmap entry and checks (80)
-    op_call: WorkCycles = 0  # fitted 102.19: the op's entry, map_range / map_pages (100)
-    level: WorkCycles = 0  # derived 4.0: L1D load-to-use 5 minus the charged load_hit 1
-    item_examine: WorkCycles = 0  # fitted 2.09: one item's decode in a loop (6)
-    item_write: WorkCycles = 0  # fitted 1.40: one item's encoding (4)
-    contig_setup: WorkCycles = 0  # fitted 15.33: one loop's set-up (15)
-    pgsize_split: WorkCycles = 0  # fitted 25.55: iommu_pgsize / best_pgsize (25)
-    gather: WorkCycles = 0  # fitted 12.26: one gather_range_pages / add_page (12)
+    core_call: WorkCycles = 0.0  # fitted 81.75: iommu_map / iommu_unmap entry and checks (80)
+    op_call: WorkCycles = 0.0  # fitted 102.19: the op's entry, map_range / map_pages (100)
+    level: WorkCycles = 0.0  # derived 4.0: L1D load-to-use 5 minus the charged load_hit 1
+    item_examine: WorkCycles = 0.0  # fitted 2.09: one item's decode in a loop (6)
+    item_write: WorkCycles = 0.0  # fitted 1.40: one item's encoding (4)
+    contig_setup: WorkCycles = 0.0  # fitted 15.33: one loop's set-up (15)
+    pgsize_split: WorkCycles = 0.0  # fitted 25.55: iommu_pgsize / best_pgsize (25)
+    gather: WorkCycles = 0.0  # fitted 12.26: one gather_range_pages / add_page (12)
 
 
 class CpuConfig(Node):

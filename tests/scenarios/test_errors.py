@@ -193,7 +193,7 @@ CASES: dict[str, dict] = {
     "unknown-fix": {
         "text": HEAD + "kernel: {fixes: {flush_done: false}}\n",
         "problems": [("bad.yaml", 4, "kernel.fixes.flush_done", "unknown key 'flush_done' (did "
-                      "you mean 'flush_done_sw_bit'?); valid keys: cache_flush")],
+                      "you mean 'flush_done_sw_bit'?); valid keys: amdv1_seqcount, cache_flush")],
     },
     "table-cannot-be-created": {
         "text": "name: t\ntable: {format: x86_64, top_level: 2}\n",
