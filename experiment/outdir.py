@@ -14,20 +14,27 @@ destination is checked first, before anything simulates:
 - anything else -- a file, a directory iommusim did not write, the current directory or
   one containing it: refused, ``--force`` or not.
 
-Several runs may finish into one destination at once: each swap holds an exclusive lock
-on the destination's parent directory (``flock``; no lock file is left behind), checks
-the destination again, and renames.
+Several runs may write into one destination at once: a run holds a lock named after its
+destination while it runs (``DestinationLock``), so a second one waits for the first
+instead of sharing its journal; and each swap holds an exclusive lock on the
+destination's parent directory (``flock``; no lock file is left behind), checks the
+destination again, and renames.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
 import shutil
+import socket
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, Problem
 
@@ -166,6 +173,40 @@ def swap_in(new: Path, out: Path, *, force: bool = False) -> None:
         os.replace(new, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class DestinationLock:
+    """Held while a run writes toward ``out`` (its journal, its results): a second run
+    into the same ``out`` waits for the first instead of sharing its journal. An
+    abstract-namespace socket named after the path (Linux): nothing on disk, released
+    when the process ends however it ends. Elsewhere, no lock (runs into one ``out``
+    then share the journal, and only the final swap is serialised)."""
+
+    def __init__(self, out: Path, wait: float = 0.2, say: Any = None) -> None:
+        self.sock: socket.socket | None = None
+        if not sys.platform.startswith("linux"):
+            return
+        name = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:40]
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        told = False
+        while True:
+            try:
+                sock.bind(f"\0iommusim-out-{name}")
+                break
+            except OSError:
+                if not told and say is not None:
+                    say(f"iommusim: waiting for another run writing {out}")
+                    told = True
+                time.sleep(wait)
+        self.sock = sock
+
+    def release(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def __del__(self) -> None:
+        self.release()
 
 
 @contextlib.contextmanager

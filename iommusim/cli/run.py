@@ -9,7 +9,7 @@ from typing import Any
 
 from ..experiment.executors import EXECUTORS
 from ..experiment.metrics import meaning
-from ..experiment.outdir import check_destination
+from ..experiment.outdir import DestinationLock, check_destination
 from ..experiment.results import write_results
 from ..experiment.resume import Journal
 from ..experiment.runner import PointResult, plan, prepare, run_prepared
@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     formats = args.trace_format or ((DEFAULT_TRACE_FORMAT,) if args.trace else ())
     out = Path(args.out) if args.out else Path("results") / prepared[0][1].scenario.name
     check_destination(out, force=args.force)  # before anything runs (outdir.py)
+    say = None if args.quiet else (lambda text: print(text, file=sys.stderr))
+    held = DestinationLock(out, say=say)  # noqa: F841 (held until run returns)
     extra = None
     if args.shard is not None:
         extra = {"shard.json": manifest(args.shard, prepared, plan(prepared, seeds))}
