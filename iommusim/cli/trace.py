@@ -8,14 +8,16 @@ clock rate shown in the process names is read from the results.json beside the t
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, Problem
 from ..experiment.perfetto import export
 from ..experiment.traces import open_write
 from ..plots.data import load_trace, trace_seed
+from .common import check_output_file
 
 
 def add_parser(sub: Any) -> None:
@@ -44,8 +46,7 @@ def export_command(args: argparse.Namespace) -> int:
     path = Path(args.trace)
     out = Path(args.output) if args.output else path.with_name(
         f"trace-{trace_seed(path)}.perfetto.json.gz")
-    if out.is_dir() or not out.parent.is_dir():
-        raise InputError([Problem(str(out), None, "-o", "not a file in an existing directory")])
+    check_output_file(out, "-o", _is_export)  # replaces only an export iommusim wrote
     rows = load_trace(path)
     doc = export(rows, clock_ghz=_clock(path), title=path.name)
     with open_write(out) as f:
@@ -54,3 +55,16 @@ def export_command(args: argparse.Namespace) -> int:
     flows = sum(1 for e in doc["traceEvents"] if e["ph"] == "s")
     print(f"{out}: {slices:,} slices, {flows:,} flow arrows (open it in ui.perfetto.dev)")
     return 0
+
+
+def _is_export(path: Path) -> bool:
+    """A trace-event file ``trace export`` wrote: its JSON ends with iommusim's
+    ``otherData`` (read as a stream, gzip or not, keeping only the last bytes)."""
+    tail = b""
+    try:
+        with (gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")) as f:
+            while chunk := f.read(1 << 20):
+                tail = (tail + chunk)[-4096:]
+    except (OSError, EOFError, zlib.error):
+        return False
+    return b'"generator":"iommusim"' in tail

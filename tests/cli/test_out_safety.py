@@ -204,3 +204,16 @@ def test_a_closed_stdout_keeps_the_verdict(base, tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert shell.returncode == 1, shell.stderr
     assert len(shell.stdout.splitlines()) == 2 and "Traceback" not in shell.stderr
+
+
+def test_trace_export_output(cli, base, tmp_path):
+    assert cli("run", base, "--out", "out", "--trace").rc == 1
+    trace = next((tmp_path / "out").glob("trace-1.*"))
+    (tmp_path / "notes.json").write_text('{"mine": true}')
+    message = cli("trace", "export", trace, "-o", "notes.json").one_message()
+    assert "iommusim did not write it" in message
+    assert (tmp_path / "notes.json").read_text() == '{"mine": true}'
+    assert "is a directory" in cli("trace", "export", trace, "-o", tmp_path).one_message()
+    for name in ("t.json", "t.json.gz"):
+        assert cli("trace", "export", trace, "-o", name).rc == 0
+        assert cli("trace", "export", trace, "-o", name).rc == 0  # its own export: replaced
