@@ -63,8 +63,8 @@ def main() -> None:
         result = scale_run()
         print(
             "scale (iommusim run scale.yaml): {maps:,.0f} separate 4K maps, then {dmas:,.0f} "
-            "DMAs with 8 in flight ({walks:,.0f} walks): {seconds:.1f} s, peak RSS "
-            "{peak_rss_mib:,.0f} MiB".format(**result)
+            "DMAs with 8 in flight ({walks:,.0f} walks): {seconds:.1f} s ({cpu_seconds:.1f} s "
+            "of CPU), peak RSS {peak_rss_mib:,.0f} MiB".format(**result)
         )
 
 

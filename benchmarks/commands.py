@@ -85,7 +85,8 @@ def scale_run() -> dict[str, float]:
                        check=True, capture_output=True)
         seconds = time.perf_counter() - start
         metrics = json.loads(Path(tmp, "out", "results.json").read_text())["runs"][0]["metrics"]
-    return {"seconds": seconds,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mib": usage.ru_maxrss / 1024,
             "maps": metrics["cpu.map.count"], "dmas": metrics["dma.requests"],
             "walks": metrics["walker.walks"]}

@@ -149,12 +149,13 @@ class HitRuns:
         With ``issue_of``, a record of each that completes meanwhile (all but the last
         ``keep``: one period at least; a request never completes before one issued
         earlier) is handed to the device as soon as that is sure, after those of the
-        requests ``in_flight`` now, which complete first."""
+        requests ``in_flight`` now, which complete first. Requests are taken in runs
+        on one 4K page: one check and one lookup per run."""
         s = self.stream.s
         keep = len(in_flight)
         slots = s.length // s.size
-        last: deque[tuple[int, int, int]] = deque(maxlen=max(keep, 1))
-        unrecorded: deque[tuple[int, int, int]] = deque()
+        last: dict[int, tuple[int, int]] = {}
+        recorded = first - keep  # records handed over so far end before this index
         done = 0
         chunk = max(_CHUNK // p, -(-keep // p), 1) * p  # the first holds the last ``keep``
         while done < count:
@@ -164,63 +165,73 @@ class HitRuns:
             if s.pattern == "random":
                 drawn = self._draw(n, slots)
                 iovas = [s.base + slot * s.size for slot in drawn]
+                runs = _runs(iovas)
             else:
-                iovas = [s.base + i % slots * s.size for i in range(start, start + n)]
-            pas = self._hits(iovas)
-            n_done = n if len(pas) == n else (done + len(pas)) // p * p - done
+                runs = self._sequential_runs(start, n, slots)
+            ok = self._usable(runs)
+            n_done = n if ok == n else (done + ok) // p * p - done
             if done + n_done < keep:
                 n_done = 0  # too few to stand for the requests in flight: none
-            self._lookups(iovas, n_done)
-            for i in range(max(0, n_done - keep), n_done):
-                last.append((start + i, iovas[i], pas[i]))
+            self._lookups(runs, n_done)
+            for k, iova, pa in _requests(runs, max(0, n_done - keep), n_done):
+                last[start + k] = (iova, pa)
             if issue_of is not None and n_done:
                 if not done:
                     for w in sorted(in_flight, key=lambda w: w.index):
                         self._record(w.index, w.iova, w.tr.pa, w.issue)
-                unrecorded.extend((start + i, iovas[i], pas[i]) for i in range(n_done))
-                while unrecorded and unrecorded[0][0] < first + done + n_done - keep:
-                    index, iova, pa = unrecorded.popleft()
-                    self._record(index, iova, pa, issue_of(index))
+                upto = first + done + n_done - keep  # complete within the run for sure
+                for k, iova, pa in _requests(runs, recorded - start, upto - start):
+                    self._record(start + k, iova, pa, issue_of(start + k))
+                recorded = upto
             if drawn and n_done < n:
                 self._undraw(drawn[n_done:])
             done += n_done
             if n_done < n:
                 break
-        return done, {index: (iova, pa) for index, iova, pa in last}
+        return done, last
 
-    def _lookups(self, iovas: list[int], n: int) -> None:
-        """The first ``n`` requests' lookups, in order: one per run on a 4K page."""
-        st = self.stream
-        lookup, domain = st.lookup, st.domain
-        hits_again = st.iommu.iotlb.hits_again  # type: ignore[attr-defined]
-        i = 0
-        while i < n:
-            iova = iovas[i]
-            page = iova >> 12
-            j = i + 1
-            while j < n and iovas[j] >> 12 == page:
-                j += 1
-            lookup(domain, iova)
-            if j - i > 1:
-                hits_again(domain, iova, j - i - 1)
-            i = j
+    def _sequential_runs(self, start: int, n: int, slots: int) -> list[list[int]]:
+        """Requests ``start .. start + n`` of a sequential stream as runs on one 4K page:
+        [offset in the chunk, length, first iova, step, pa of the first (0: unknown)]."""
+        s = self.stream.s
+        size, base = s.size, s.base
+        runs: list[list[int]] = []
+        k = 0
+        while k < n:
+            slot = (start + k) % slots
+            iova = base + slot * size
+            length = min(-(-(((iova | 0xFFF) + 1) - iova) // size), slots - slot, n - k)
+            runs.append([k, length, iova, size, 0])
+            k += length
+        return runs
 
-    def _hits(self, iovas: list[int]) -> list[int]:
-        """The pa of each leading IOVA an eager hit may serve now (one check per 4K
-        page in a row); stops at the first that may not."""
+    def _usable(self, runs: list[list[int]]) -> int:
+        """How many leading requests an eager hit may serve now (one check per run:
+        one 4K page); each usable run gets its first request's pa."""
         st = self.stream
         iommu, domain, is_write = st.iommu, st.domain, st.is_write
         check_truth = st.has_truth
-        out: list[int] = []
-        page, base = -1, 0
-        for iova in iovas:
-            if iova >> 12 != page:
-                pa = iommu.hit_pa(domain, iova, is_write)  # type: ignore[attr-defined]
-                if pa is None or (check_truth and iommu.true_pa(domain, iova) != pa):  # type: ignore[attr-defined]
-                    break
-                page, base = iova >> 12, pa - (iova & 0xFFF)
-            out.append(base + (iova & 0xFFF))
-        return out
+        for run in runs:
+            iova = run[2]
+            pa = iommu.hit_pa(domain, iova, is_write)  # type: ignore[attr-defined]
+            if pa is None or (check_truth and iommu.true_pa(domain, iova) != pa):  # type: ignore[attr-defined]
+                return run[0]
+            run[4] = pa
+        return runs[-1][0] + runs[-1][1] if runs else 0
+
+    def _lookups(self, runs: list[list[int]], n: int) -> None:
+        """The first ``n`` requests' lookups, in order: a lookup per run, the rest of
+        the run counted as hits of the same entry."""
+        st = self.stream
+        lookup, domain = st.lookup, st.domain
+        hits_again = st.iommu.iotlb.hits_again  # type: ignore[attr-defined]
+        for run in runs:
+            offset, length, iova = run[0], run[1], run[2]
+            if offset >= n:
+                break
+            lookup(domain, iova)
+            if min(length, n - offset) > 1:
+                hits_again(domain, iova, min(length, n - offset) - 1)
 
     def _draw(self, n: int, slots: int) -> list[int]:
         """The next ``n`` random slots of the stream, in the order ``take`` uses them."""
@@ -251,3 +262,34 @@ class HitRuns:
             assert event.__class__ is Wake and event.owner is pipeline
             heappop(queue)
             heappop(pipeline._wakes)
+
+
+def _runs(iovas: list[int]) -> list[list[int]]:
+    """Random requests as runs on one 4K page (see ``HitRuns._sequential_runs``); a run
+    of more than one keeps its IOVAs (step -1: they need not be evenly spaced)."""
+    runs: list[list[int]] = []
+    k, n = 0, len(iovas)
+    while k < n:
+        page, j = iovas[k] >> 12, k + 1
+        while j < n and iovas[j] >> 12 == page:
+            j += 1
+        runs.append([k, j - k, iovas[k], -1, 0, *iovas[k + 1:j]])
+        k = j
+    return runs
+
+
+def _requests(runs: list[list[int]], lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """(offset, iova, pa) of the requests at offsets ``lo .. hi`` of usable runs."""
+    out = []
+    for run in runs:
+        offset, length, first, step = run[0], run[1], run[2], run[3]
+        if offset >= hi:
+            break
+        if offset + length <= lo:
+            continue
+        base = run[4] - (first & 0xFFF)
+        for k in range(max(lo, offset), min(hi, offset + length)):
+            iova = first + (k - offset) * step if step >= 0 else (
+                first if k == offset else run[5 + k - offset - 1])
+            out.append((k, iova, base + (iova & 0xFFF)))
+    return out

@@ -111,10 +111,15 @@ class RunLimit:
         self.used = 0
         self.reason: str | None = None
         self.halt = env.event()
+        # Fired by ``stop``: ends ``run_bounded`` at the current cycle, after the events
+        # already due then (as ``env.run(until=...)`` ends at its event).
+        self._stopper = env.event()
+        self._stopper.callbacks.append(StopSimulation.callback)
 
     def stop(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
+            self._stopper.succeed()
 
     def spent(self) -> bool:
         """Over the total: stop with the generic reason (the caller may have named one)."""
@@ -130,18 +135,19 @@ def run_bounded(env: simpy.Environment, done: simpy.Event, limit: RunLimit,
     when the queue is empty or a controlled environment stops itself, or when the
     limit is spent (``limit.reason`` says why). ``owner`` names whose event is next,
     for the message when the clock stood still."""
+    if done.callbacks is None:
+        return  # processed already
+    done.callbacks.append(StopSimulation.callback)  # as env.run(until=done) does
     step = env.step
     sim = env if isinstance(env, SimEnvironment) else None
     still_at, still = env.now, 0
     try:
-        while done.callbacks is not None and limit.reason is None:
+        while limit.reason is None:
             skipped = sim.skipped if sim is not None else 0
             if sim is not None:
                 sim.skip_limit = skipped + max(0, limit.max_events - limit.used)
-            for _ in range(_CHUNK):
+            for _ in range(_CHUNK):  # nothing but the step: the simulator's main loop
                 step()
-                if done.callbacks is None or limit.reason is not None:
-                    break
             limit.used += _CHUNK + (sim.skipped - skipped if sim is not None else 0)
             if env.now != still_at:
                 still_at, still = env.now, 0

@@ -7,9 +7,9 @@ loop. Here each worker is a small object whose heap entries name the phase it wa
 in, and ``Stream.run`` carries it from phase to phase calling the walker's own phase
 methods (``decide``, ``walk_path``, ``check_truth``) in the generator's order: the
 same side effects at the same cycles, the same waits, each queued with the key its
-timeout would have had. A request that must walk (or wait for a DRAM channel) runs
-the rest of its way as a generator (a pipeline ``Task``) and comes back here when it
-completes.
+timeout would have had. A request's walk (or a DRAM access that may wait for a
+channel) runs as a generator (a pipeline ``Task``: the walker's ``walk_path``); the
+worker goes on here when it returns.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from simpy.events import NORMAL, URGENT
 
 from .dma import OK, DmaStream, StreamCursor, Translation
 from .pipeline import WORKER, Pipeline, Task
-from .sim import advance
 
 if TYPE_CHECKING:
     from .pipeline import Group
@@ -31,11 +30,12 @@ LOOKUP = WORKER + 1  # the link to the IOMMU is crossed: look the request up
 DECIDE = WORKER + 2  # the hit latency passed: the lookup's answer
 FINISH = WORKER + 3  # the link back is crossed: truth check, then DRAM
 DONE = WORKER + 4  # the DRAM access is over: complete
-# An eager request (see Stream.run) waits the same waits without acting:
-G_LINK = WORKER + 5  # its link is crossed
-G_HIT = WORKER + 6  # its hit latency passed
-G_BACK = WORKER + 7  # its link back is crossed
-G_DONE = WORKER + 8  # its DRAM access is over: complete
+WALKED = WORKER + 5  # a walk answered (never queued: the link back is waited at once)
+# An eager request (see Stream._eager) waits the same waits without acting:
+G_LINK = WORKER + 6  # its link is crossed
+G_HIT = WORKER + 7  # its hit latency passed
+G_BACK = WORKER + 8  # its link back is crossed
+G_DONE = WORKER + 9  # its DRAM access is over: complete
 IDLE_KINDS = frozenset((TOP, G_LINK, G_HIT, G_BACK, G_DONE))  # no exact request waits
 
 
@@ -143,11 +143,16 @@ class Stream:
             if kind == DECIDE:
                 tr = self.iommu.decide(self.name, self.domain, w.iova, self.is_write, w.lookup)
                 w.lookup = None
-                if tr is None:
-                    self._slow(w, self._walk(w))
+                if tr is None:  # walk (or wait for a walk) as a generator, then on here
+                    self._slow(w, self.iommu.walk_path(  # type: ignore[attr-defined]
+                        self.name, self.domain, w.iova, self.is_write), WALKED)
                     return
                 self.blocking -= 1
                 w.tr = tr
+                if self._wait(w, self.link, FINISH):
+                    return
+                kind = FINISH
+            if kind == WALKED:
                 if self._wait(w, self.link, FINISH):
                     return
                 kind = FINISH
@@ -158,7 +163,7 @@ class Stream:
                 if tr.outcome == OK:
                     latency = self.dram.uncontended(self.is_write)
                     if latency is None:
-                        self._slow(w, self._access(w))
+                        self._slow(w, self.dram.access(self.is_write), DONE)
                         return
                     if self._wait(w, latency, DONE):
                         return
@@ -226,28 +231,13 @@ class Stream:
         return True
 
     # --- the rest of a request as a generator -----------------------------------------
-    def _slow(self, w: Worker, gen: Generator[Any, Any, Translation]) -> None:
-        def then(tr: Translation) -> None:
-            if w.tr is None:  # a walk, not a DRAM access: the request has its answer
+    def _slow(self, w: Worker, gen: Generator[Any, Any, Any], then: int) -> None:
+        """Run ``gen`` (a walk, or a DRAM access that may wait for a channel) as a task;
+        when it returns, carry the worker on at phase ``then`` in the same breath."""
+        def done(value: Any) -> None:
+            if then == WALKED:  # the request has its answer: it no longer blocks
                 self.blocking -= 1
-            w.tr = tr
-            self.run(w, DONE)
+                w.tr = value
+            self.run(w, then)
 
-        self.pipeline.step(Task(self.pipeline, gen, then), None)
-
-    def _walk(self, w: Worker) -> Generator[Any, Any, Translation]:
-        """A lookup that needs a walk: walk, link back, truth check, DRAM."""
-        tr = yield from self.iommu.walk_path(self.name, self.domain, w.iova, self.is_write)
-        wait = advance(self.env, self.link)
-        if wait is not None:
-            yield wait
-        self.iommu.check_truth(self.name, self.domain, w.iova, w.issue, tr)
-        if tr.outcome == OK:
-            yield from self.dram.access(self.is_write)
-        return tr
-
-    def _access(self, w: Worker) -> Generator[Any, Any, Translation]:
-        """A DRAM access that may wait for a channel."""
-        yield from self.dram.access(self.is_write)
-        assert w.tr is not None
-        return w.tr
+        self.pipeline.step(Task(self.pipeline, gen, done), None)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -114,6 +115,29 @@ def decode(source: str, data: bytes) -> str:
 def _nul(source: str, data: bytes, at: int) -> NoReturn:
     line = data.count(b"\n", 0, at) + 1
     raise InputError([Problem(source, line, "", "contains a NUL byte: a binary file, not text")])
+
+
+# --- a file a command writes -------------------------------------------------------------
+def check_output_file(path: Path, option: str, ours: Callable[[Path], bool]) -> None:
+    """InputError unless ``path`` may be written: its folder exists and is writable, and
+    it is new or a file iommusim wrote (``ours``). Called before any work is done
+    (the commands' -o, replay's trace and figure; directories: experiment.outdir)."""
+    folder = path.parent
+
+    def refuse(message: str) -> NoReturn:
+        raise InputError([Problem(option, None, "", message)])
+
+    if path.is_dir():
+        refuse(f"{path} is a directory; name a file")
+    if not folder.exists():
+        refuse(f"cannot write {path}: no such directory {folder}")
+    if not folder.is_dir():
+        refuse(f"cannot write {path}: {folder} is not a directory")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        refuse(f"cannot write {path}: {folder} is not writable")
+    if path.exists() and not ours(path):
+        refuse(f"{path} exists and iommusim did not write it; iommusim replaces only its own "
+               "files: name another file")
 
 
 # --- where a key path is in a JSON text -------------------------------------------------------

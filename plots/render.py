@@ -12,7 +12,7 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
-from ..errors import InputError, Problem
+from ..errors import InputError, Problem, check_output_file
 from .data import is_trace, load_results, load_sweep, load_trace, trace_files, trace_seed
 from .flushes import flush_figure
 from .kinds import KINDS, accepting
@@ -29,22 +29,13 @@ DPI = 130
 
 
 def check_output(path: str | Path) -> Path:
+    """A figure file that may be written: PNG, SVG or PDF by its name, in a writable
+    folder, new or a figure iommusim wrote (``errors.check_output_file``)."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise InputError([Problem(str(path), None, "-o", "the figure file must end in .png, "
                                   ".svg or .pdf")])
-    if not path.parent.exists() and str(path.parent):
-        raise InputError([Problem(str(path), None, "-o", f"no such directory: {path.parent}")])
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError([Problem(str(path), None, "-o", f"{folder} is not a directory")])
-    if path.is_dir():
-        raise InputError([Problem(str(path), None, "-o", "is a directory; name a figure file")])
-    if path.exists() and not is_iommusim_figure(path):
-        raise InputError([Problem(str(path), None, "-o", "exists and is not a figure iommusim "
-                                  "wrote; iommusim replaces only its own: name another file")])
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError([Problem(str(path), None, "-o", f"{folder} is not writable")])
+    check_output_file(path, "-o", is_iommusim_figure)
     return path
 
 

@@ -201,7 +201,7 @@ def main(argv: list[str]) -> int:
         clean()
         print(f"removed {build_dir()}")
     elif command != "status":
-        print("usage: main([build | clean | status])", file=sys.stderr)
+        print(f"unknown command {command!r}: build, clean or status", file=sys.stderr)
         return 2
     print(f"iommusim.tables: {_decide()[1]}")  # decided again: build/clean just ran
     return 0

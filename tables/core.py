@@ -16,12 +16,12 @@ from .log2 import ffs
 from .map import map_range
 from .transactions import FLUSH_WRITE_BUFFER, INVALIDATE_RANGE, WAIT_INVALIDATION
 from .unmap import unmap_range
-from .work import CORE_CALL, work
+from .work import W_CORE_CALL
 
 
 def iommu_map(c: Common, iova: int, paddr: int, size: int, prot: int) -> Gen:
     """0 or -errno. A failed map leaves no leaves behind (the core rolls back)."""
-    yield work(CORE_CALL)
+    yield W_CORE_CALL
     min_pagesz = 1 << ffs(c.pgsize_bitmap)
     if (iova | paddr | size) & (min_pagesz - 1):
         return -EINVAL
@@ -47,7 +47,7 @@ def iotlb_sync_map(c: Common, iova: int, size: int) -> Gen:
 
 def iommu_unmap(c: Common, iova: int, size: int) -> Gen:
     """Bytes unmapped; the IOTLB is invalidated and freed tables released."""
-    yield work(CORE_CALL)
+    yield W_CORE_CALL
     gather = Gather()
     unmapped = yield from unmap_range(c, iova, size, gather)
     yield from iotlb_sync(c, gather)
@@ -58,7 +58,7 @@ def iommu_read_and_clear_dirty(c: Common, iova: int, size: int, no_clear: bool) 
     """(0 or -errno, dirty runs). Cleaning owes an IOTLB flush (``dirty_clear_flush``):
     until it is done, cached translations keep letting writes through without
     setting D again."""
-    yield work(CORE_CALL)
+    yield W_CORE_CALL
     gather = Gather()
     dirty = DirtyArgs(gather, no_clear)
     ret = yield from read_and_clear_dirty(c, iova, size, dirty)

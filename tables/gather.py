@@ -13,7 +13,7 @@ from .iter import Gen
 from .log2 import U64
 from .pages import free_table
 from .transactions import INVALIDATE_RANGE, WAIT_INVALIDATION
-from .work import GATHER, work
+from .work import W_GATHER
 
 
 class Gather:
@@ -67,7 +67,7 @@ def gather_range_pages(c: Common, gather: Gather, iova: int, length: int, pages:
     ``free_after_sync`` fix off, the pages are freed at once instead of after the
     invalidation (a design hazard: walk caches may still point at them).
     """
-    yield work(GATHER)
+    yield W_GATHER
     if c.no_gaps and gather.is_disjoint(iova, length):
         yield from iotlb_sync(c, gather)
         if c.fixes.gather_always_add_range:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .common import Common
 from .errors import EADDRINUSE, EAGAIN, EINVAL, ENXIO, EOVERFLOW, EPROTOTYPE, ERANGE
-from .formats.base import EMPTY, TABLE
+from .formats.base import EMPTY, ITEM_WORD_LG2, TABLE
 from .gather import Gather, gather_range_pages, iotlb_sync
 from .iter import (
     Gen,
@@ -28,7 +28,6 @@ from .iter import (
     isz,
     iter_first,
     load_entry,
-    load_entry_raw,
     load_single_entry,
     make_range,
     next_entry,
@@ -48,7 +47,17 @@ from .transactions import (
     FENCE,
     LOAD,
 )
-from .work import CONTIG_SETUP, ITEM_EXAMINE, ITEM_WRITE, LEVEL, OP_CALL, PGSIZE_SPLIT, work
+from .work import (
+    ITEM_EXAMINE,
+    ITEM_WRITE,
+    W_CONTIG_SETUP,
+    W_ITEM_EXAMINE,
+    W_ITEM_WRITE,
+    W_LEVEL,
+    W_OP_CALL,
+    W_PGSIZE_SPLIT,
+    work,
+)
 
 PAGE_SHIFT = 12
 SW_BIT_CACHE_FLUSH_DONE = 0
@@ -142,7 +151,7 @@ def collect_tables(rng: Range, collect: CollectArgs, level: int, table: int) -> 
     if not collect.check_mapped and level == 0:
         return 0
     pts = State(rng, level, table)
-    yield work(CONTIG_SETUP)
+    yield W_CONTIG_SETUP
     iter_first(pts)
     examined = 0
     ret = 0
@@ -151,7 +160,7 @@ def collect_tables(rng: Range, collect: CollectArgs, level: int, table: int) -> 
         examined += 1
         if t == TABLE:
             collect.free_list.append(pts.table_lower)
-            yield work(LEVEL)
+            yield W_LEVEL
             ret = yield from descend(pts, collect_tables, collect)
             if ret:
                 break
@@ -172,7 +181,7 @@ def new_table(pts: State, attrs: int) -> Gen:
     pa = yield from table_alloc(c, size_lg2, ALLOC_NORMAL)
     if pa < 0:
         return pa
-    yield work(ITEM_WRITE)
+    yield W_ITEM_WRITE
     installed = yield from install_table(pts, pa)
     if not installed:
         yield from free_table(pa)  # another CPU won: walk its table instead
@@ -204,12 +213,12 @@ def clear_contig(start: State, gather: Gather, step: int) -> Gen:
         t = yield from load_entry(pts)
         if t == TABLE:
             collect = CollectArgs(check_mapped=True)
-            yield work(LEVEL)
+            yield W_LEVEL
             ret = yield from walk_descend_all(pts, collect_tables, collect)
             if ret:
                 return ret
             # Clear the item before the gather may free what it pointed to.
-            yield work(ITEM_WRITE)
+            yield W_ITEM_WRITE
             yield from clear_entries(pts, 0)
             yield from flush_writes_item(pts, CAUSE_CLEAR)
             collect.free_list.append(table_pa(pts))
@@ -224,13 +233,16 @@ def clear_contig(start: State, gather: Gather, step: int) -> Gen:
 def install_leaves(pts: State, m: MapArgs, step: int, start_index: int) -> Gen:
     """The loop of __map_range_leaf: (0 or -errno, the OA after the last leaf)."""
     c = pts.range.common
+    entry_type = c.fmt.entry_type
     leaf_lg2 = m.leaf_pgsize_lg2
     need_contig = step > 1
     oa = m.oa
     ret = 0
     examined = written = 0
     while True:
-        t = yield from load_entry_raw(pts)
+        # load_entry_raw inlined (a generator fewer per item loaded; the same LOAD).
+        pts.entry = raw = yield (LOAD, pts.table + (pts.index << ITEM_WORD_LG2))
+        pts.type = t = entry_type(pts.level, raw)
         examined += 1
         if t != EMPTY or need_contig:
             if pts.index != start_index:
@@ -268,7 +280,7 @@ def next_leaf_size(pts: State, m: MapArgs, step: int, start_index: int, orig_end
         c.warn_on(pts.index != orig_end, "map finished inside a table")
         return 0
     bitmap = c.pgsize_bitmap
-    yield work(PGSIZE_SPLIT)
+    yield W_PGSIZE_SPLIT
     m.leaf_pgsize_lg2 = compute_best_pgsize(c, bitmap, va_after, rng.last_va, m.oa)
     m.leaf_level = c.fmt.pgsz_lg2_to_level(m.leaf_pgsize_lg2)
     m.num_leaves = pgsz_count(bitmap, va_after, rng.last_va, m.oa, m.leaf_pgsize_lg2)
@@ -299,7 +311,7 @@ def map_range_leaf(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
     else:
         remaining = m.num_leaves - avail
 
-    yield work(CONTIG_SETUP)
+    yield W_CONTIG_SETUP
     ret, oa = yield from install_leaves(pts, m, step, start_index)
     yield from flush_writes_range(pts, start_index, pts.index, CAUSE_LEAF)
     m.oa = oa
@@ -316,11 +328,14 @@ def map_range_level(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
     pts = State(rng, level, table)
     c.warn_on(m.leaf_level == level, "table walker at the leaf level")
     c.warn_on(level == 0, "table walker at level 0")
-    yield work(CONTIG_SETUP)  # this level's loop over the table's items
+    yield W_CONTIG_SETUP  # this level's loop over the table's items
     iter_first(pts)
+    entry_type = c.fmt.entry_type
     while True:
-        t = yield from load_entry_raw(pts)
-        yield work(ITEM_EXAMINE)
+        # load_entry_raw inlined (a generator fewer per level walked; the same LOAD).
+        pts.entry = raw = yield (LOAD, pts.table + (pts.index << ITEM_WORD_LG2))
+        pts.type = t = entry_type(level, raw)
+        yield W_ITEM_EXAMINE
         if t != TABLE:
             if t != EMPTY:
                 return -EADDRINUSE
@@ -337,7 +352,7 @@ def map_range_level(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
                     yield from flush_writes_item(pts, CAUSE_HELPER)
         while True:
             fn = map_range_leaf if m.leaf_level == level - 1 else map_range_level
-            yield work(LEVEL)
+            yield W_LEVEL
             ret = yield from descend(pts, fn, m)
             if ret != -EAGAIN:
                 break
@@ -358,16 +373,16 @@ def map_single_page(rng: Range, m: MapArgs, level: int, table: int) -> Gen:
         return -EPROTOTYPE
     pts = State(rng, level, table)
     t = yield from load_single_entry(pts)
-    yield work(ITEM_EXAMINE)
+    yield W_ITEM_EXAMINE
     if level == 0:
         if t != EMPTY:
             return -EADDRINUSE
-        yield work(ITEM_WRITE)
+        yield W_ITEM_WRITE
         yield from install_leaf_entry(pts, m.oa, PAGE_SHIFT, m.attrs)
         m.oa += 1 << PAGE_SHIFT
         return 0
     if t == TABLE:
-        yield work(LEVEL)
+        yield W_LEVEL
         ret = yield from descend(pts, map_single_page, m)
         return ret
     return -EAGAIN
@@ -399,7 +414,7 @@ def make_range_checked_len(iova: int, length: int) -> int:
 
 def map_range(c: Common, iova: int, paddr: int, length: int, prot: int, mapped: list[int]) -> Gen:
     """pt_iommu map_range: 0 or -errno; bytes installed are added to mapped[0]."""
-    yield work(OP_CALL)
+    yield W_OP_CALL
     prot = int(prot)
     if not prot & RW:
         c.warnings.append("map without READ or WRITE")  # a WARN_ON in every build
@@ -427,7 +442,7 @@ def map_range(c: Common, iova: int, paddr: int, length: int, prot: int, mapped: 
         m.num_leaves = 1
         single_page = True
     else:
-        yield work(PGSIZE_SPLIT)
+        yield W_PGSIZE_SPLIT
         m.leaf_pgsize_lg2 = compute_best_pgsize(c, bitmap, rng.va, rng.last_va, paddr)
         if not m.leaf_pgsize_lg2:
             return -ENXIO

@@ -56,3 +56,15 @@ WORK_NAMES: dict[str, str] = {
 def work(name: str, count: int = 1) -> Transaction:
     """The WORK transaction charging ``count`` times the cost named ``name``."""
     return (WORK, name, count)
+
+
+# Each name charged once, built once: the hot paths yield these constants instead of
+# calling work(NAME) (the same tuple, without a call and an allocation per charge).
+W_CORE_CALL = work(CORE_CALL)
+W_OP_CALL = work(OP_CALL)
+W_LEVEL = work(LEVEL)
+W_ITEM_EXAMINE = work(ITEM_EXAMINE)
+W_ITEM_WRITE = work(ITEM_WRITE)
+W_CONTIG_SETUP = work(CONTIG_SETUP)
+W_PGSIZE_SPLIT = work(PGSIZE_SPLIT)
+W_GATHER = work(GATHER)

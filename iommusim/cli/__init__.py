@@ -19,8 +19,8 @@ from .signals import report_interrupt, sigterm_as_interrupt
 
 # In the order ``iommusim --help`` lists them (module names: "-" becomes "_").
 COMMANDS = (
-    "run", "check", "merge", "perf", "plot", "explore", "replay", "validate", "list",
-    "show-config", "schema", "trace",
+    "run", "check", "merge", "perf", "plot", "explore", "replay", "validate", "list", "show-config",
+    "schema", "trace",
 )
 
 __all__ = ["COMMANDS", "DEFAULT_SCENARIO", "SUMMARY_METRICS", "build_parser", "main"]

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -136,27 +136,6 @@ def pipe_safe_stdout() -> Iterator[PipeSafeStdout]:
 
 
 # --- files a command writes --------------------------------------------------------------
-def check_output_file(path: Path, option: str, ours: Callable[[Path], bool]) -> None:
-    """InputError unless ``path`` may be written: its folder exists and is writable, and
-    it is new or a file iommusim wrote (``ours``). Called before any work is done."""
-    folder = path.parent
-
-    def refuse(message: str) -> NoReturn:
-        raise InputError([Problem(option, None, "", message)])
-
-    if path.is_dir():
-        refuse(f"{path} is a directory; name a file")
-    if not folder.exists():
-        refuse(f"cannot write {path}: no such directory {folder}")
-    if not folder.is_dir():
-        refuse(f"cannot write {path}: {folder} is not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        refuse(f"cannot write {path}: {folder} is not writable")
-    if path.exists() and not ours(path):
-        refuse(f"{path} exists and iommusim did not write it; iommusim replaces only its own "
-               "files: name another file")
-
-
 def check_output_dir(folder: Path, option: str) -> None:
     """InputError unless files may be put into ``folder``: a directory, or a path whose
     first existing ancestor is a writable directory (it will be created)."""

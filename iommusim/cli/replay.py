@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..errors import check_output_file
 from ..experiment.results import write_trace
 from ..explore import replay as R
 from ..explore.search import Outcome
 from .common import (
     add_set,
     check_output_dir,
-    check_output_file,
     starts_with_json_record,
 )
 

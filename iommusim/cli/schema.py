@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, read_text
+from ..errors import InputError, check_output_file, read_text
 from ..hwmodels.config import HardwareConfig
 from ..scenarios.schema import Scenario
-from .common import check_output_file, write_text_atomic
+from .common import write_text_atomic
 
 
 def add_parser(sub: Any) -> None:

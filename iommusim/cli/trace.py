@@ -14,10 +14,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+from ..errors import check_output_file
 from ..experiment.perfetto import export
 from ..experiment.traces import open_write
 from ..plots.data import load_trace, trace_seed
-from .common import check_output_file
 
 
 def add_parser(sub: Any) -> None:

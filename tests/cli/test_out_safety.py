@@ -151,7 +151,7 @@ def test_schema_output(cli, tmp_path):
 def test_plot_output(cli, base, tmp_path):
     assert cli("run", base, "--out", "out").rc == 1
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n not a figure of ours")
-    assert "not a figure iommusim wrote" in cli("plot", "out", "-o", "photo.png").one_message()
+    assert "iommusim did not write it" in cli("plot", "out", "-o", "photo.png").one_message()
     assert (tmp_path / "photo.png").read_bytes().endswith(b"not a figure of ours")
     (tmp_path / "d.png").mkdir()
     assert "is a directory" in cli("plot", "out", "-o", "d.png").one_message()
