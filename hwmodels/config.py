@@ -39,28 +39,26 @@ WorkCycles = Annotated[float, Field(ge=0.0)]  # may be fractional: see hwmodels.
 class WorkConfig(Node):
     """Cycles of each named CPU work cost (``tables.work``); 0 charges nothing.
 
-    The calibrated costs live in ``configs/i7-12700.yaml``: fitted by
-    ``experiment/perf_fit.py`` (``iommusim perf --calibrate``) to four published minima
-    of the kernel's own map/unmap benchmark and to nothing else. ``level`` is derived
-    (L1D load-to-use 5 on Golden Cove minus that preset's ``load_hit`` 1); the other
-    names keep the ratios of the instruction counts estimated from the C code (in
+    The defaults are the calibrated costs, charged on every preset: fitted on
+    ``configs/i7-12700.yaml`` by ``experiment/perf_fit.py`` (``iommusim perf
+    --calibrate``) to four published minima of the kernel's own map/unmap benchmark and
+    to nothing else (docs/fidelity.md "The calibration"). ``level`` is derived (L1D
+    load-to-use 5 on Golden Cove minus that preset's ``load_hit`` 1); the other names
+    keep the ratios of the instruction counts estimated from the C code (in
     parentheses) and share one cycles-per-instruction scale per group, solved by least
-    squares: 1.022 for per-call work, 0.349 for per-item work.
-
-    The defaults stay 0 for now: with the fitted costs every catalog scenario keeps its
-    expectations except ``increase-top-race``, whose interrupt-timed window is hit on
-    6/20 seeds instead of 15/20 (its guard needs 50 %); flip these once that scenario
-    is retuned (README "How close to hardware").
+    squares: 1.022 for per-call work, 0.349 for per-item work. Other presets keep these
+    cycle counts unscaled (their clocks and ``load_hit`` differ; the work is not
+    re-fitted per machine).
     """
 
-    core_call: WorkCycles = 0.0  # fitted 81.75: iommu_map / iommu_unmap entry and checks (80)
-    op_call: WorkCycles = 0.0  # fitted 102.19: the op's entry, map_range / map_pages (100)
-    level: WorkCycles = 0.0  # derived 4.0: L1D load-to-use 5 minus the charged load_hit 1
-    item_examine: WorkCycles = 0.0  # fitted 2.09: one item's decode in a loop (6)
-    item_write: WorkCycles = 0.0  # fitted 1.40: one item's encoding (4)
-    contig_setup: WorkCycles = 0.0  # fitted 15.33: one loop's set-up (15)
-    pgsize_split: WorkCycles = 0.0  # fitted 25.55: iommu_pgsize / best_pgsize (25)
-    gather: WorkCycles = 0.0  # fitted 12.26: one gather_range_pages / add_page (12)
+    core_call: WorkCycles = 81.75  # fitted: iommu_map / iommu_unmap entry and checks (80)
+    op_call: WorkCycles = 102.19  # fitted: the op's entry, map_range / map_pages (100)
+    level: WorkCycles = 4.0  # derived: L1D load-to-use 5 minus the i7-12700 load_hit 1
+    item_examine: WorkCycles = 2.09  # fitted: one item's decode in a loop (6)
+    item_write: WorkCycles = 1.40  # fitted: one item's encoding (4)
+    contig_setup: WorkCycles = 15.33  # fitted: one loop's set-up (15)
+    pgsize_split: WorkCycles = 25.55  # fitted: iommu_pgsize / best_pgsize (25)
+    gather: WorkCycles = 12.26  # fitted: one gather_range_pages / add_page (12)
 
 
 class CpuConfig(Node):

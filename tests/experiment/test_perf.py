@@ -3,7 +3,8 @@
 One tiny run of all four pairs (module fixture) is checked for the shape of the
 kernel's table and of perf.json/perf.csv/perf.png, and for the four calibration
 points within 5 % of the published minima. The fit must reproduce the preset's work
-costs (so the costs in use are the documented rule's output); bad arguments end
+costs (so the costs in use are the documented rule's output), and they must be
+``WorkConfig``'s defaults; bad arguments end
 with exit 2 and one message before anything is written.
 """
 
@@ -18,6 +19,7 @@ import pytest
 from iommusim.cli import main
 from iommusim.experiment.perf import FORMATS, Bench, run_pair
 from iommusim.experiment.perf_fit import POINTS, fit
+from iommusim.hwmodels.config import WorkConfig
 from iommusim.scenarios.resolve import load_hardware, preset_dir
 from iommusim.tables.iopgtable import implementation_for
 
@@ -87,6 +89,11 @@ def test_the_costs_in_use_are_the_fit(hw):
     for name, cycles in f.costs.items():
         assert getattr(hw.cpu.work, name) == pytest.approx(cycles, abs=0.01), name
     assert max(abs(e) for e in f.residuals()) < 5
+
+
+def test_the_work_defaults_are_the_fit_of_the_preset(hw):
+    """WorkConfig's defaults (what every other preset charges) are the preset's fit."""
+    assert WorkConfig() == hw.cpu.work
 
 
 def test_the_table_is_printed_as_the_kernel_prints_it(hw, capsys, tmp_path):

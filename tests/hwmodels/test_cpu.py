@@ -197,6 +197,9 @@ def test_fractional_named_work_carries_its_fraction_within_an_operation(rig):
     assert isinstance(m.env.now, int)
 
 
-def test_unset_named_work_costs_nothing(rig):
-    m = rig.machine()
+def test_named_work_charges_the_calibrated_defaults_and_nothing_when_zero(rig):
+    m = rig.machine()  # cpu.work defaults: the i7-12700 fit, gather 12.26
+    # 5 x 12.26 = 61.3: 61 whole cycles before the fence issues, 0.3 carried
+    assert rig.costs(m, [(WORK, "gather", 5), (FENCE,)]) == [0, 61 + 35]
+    m = rig.machine(cpu={"work": {"gather": 0}})
     assert rig.costs(m, [(WORK, "gather", 5), (FENCE,)]) == [0, 35]
