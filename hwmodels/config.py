@@ -42,8 +42,10 @@ class WorkConfig(Node):
     The defaults are the calibrated costs, charged on every preset: fitted on
     ``configs/i7-12700.yaml`` by ``experiment/perf_fit.py`` (``iommusim perf
     --calibrate``) to four published minima of the kernel's own map/unmap benchmark and
-    to nothing else (docs/fidelity.md "The calibration"). ``level`` is derived (L1D
-    load-to-use 5 on Golden Cove minus that preset's ``load_hit`` 1); the other names
+    to nothing else (docs/fidelity.md "The calibration"). ``level`` is derived, not
+    fitted: the 5-cycle L1D load-to-use less the load the table code charges itself
+    (``cpu.load_hit``): 1 with the default ``load_hit`` 4, 4 on the i7-12700 preset
+    (``load_hit`` 1), which sets it. The other names
     keep the ratios of the instruction counts estimated from the C code (in
     parentheses) and share one cycles-per-instruction scale per group, solved by least
     squares: 1.022 for per-call work, 0.349 for per-item work. Other presets keep these
@@ -53,7 +55,7 @@ class WorkConfig(Node):
 
     core_call: WorkCycles = 81.75  # fitted: iommu_map / iommu_unmap entry and checks (80)
     op_call: WorkCycles = 102.19  # fitted: the op's entry, map_range / map_pages (100)
-    level: WorkCycles = 4.0  # derived: L1D load-to-use 5 minus the i7-12700 load_hit 1
+    level: WorkCycles = 1.0  # derived: L1D load-to-use 5 minus the default load_hit 4
     item_examine: WorkCycles = 2.09  # fitted: one item's decode in a loop (6)
     item_write: WorkCycles = 1.40  # fitted: one item's encoding (4)
     contig_setup: WorkCycles = 15.33  # fitted: one loop's set-up (15)

@@ -19,7 +19,7 @@ import pytest
 from iommusim.cli import main
 from iommusim.experiment.perf import FORMATS, Bench, run_pair
 from iommusim.experiment.perf_fit import POINTS, fit
-from iommusim.hwmodels.config import WorkConfig
+from iommusim.hwmodels.config import CpuConfig, WorkConfig
 from iommusim.scenarios.resolve import load_hardware, preset_dir
 from iommusim.tables.iopgtable import implementation_for
 
@@ -92,8 +92,11 @@ def test_the_costs_in_use_are_the_fit(hw):
 
 
 def test_the_work_defaults_are_the_fit_of_the_preset(hw):
-    """WorkConfig's defaults (what every other preset charges) are the preset's fit."""
-    assert WorkConfig() == hw.cpu.work
+    """WorkConfig's defaults (what every other preset charges) are the preset's fit;
+    ``level`` is the 5-cycle L1D load-to-use less each machine's charged load_hit."""
+    assert WorkConfig().model_copy(update={"level": hw.cpu.work.level}) == hw.cpu.work
+    assert hw.cpu.work.level + hw.cpu.load_hit == 5
+    assert WorkConfig().level + CpuConfig().load_hit == 5
 
 
 def test_the_table_is_printed_as_the_kernel_prints_it(hw, capsys, tmp_path):
