@@ -246,7 +246,7 @@ def test_readme_race_recipe_is_valid(cli, scenario):
 def test_readme_race_recipe_guard_holds(cli, scenario):
     r = cli("check", scenario(readme_yaml("name: my-2m-race"), "my-race.yaml"), "--jobs", "2")
     assert r.rc == 0, r.out
-    assert "my-2m-race: ok (fix flush_done_sw_bit) bug: dma.faults > 0 on 9/20" in r.out
+    assert "my-2m-race: ok (fix flush_done_sw_bit) bug: dma.faults > 0 on 10/20" in r.out
 
 
 def test_guard_on_the_table_implementation(cli, scenario):
