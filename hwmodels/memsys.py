@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import simpy
 
-from ..tables.memory import WORD, Memory
+from ..tables.memory import Memory
 from .alarm import Alarm
 from .component import component_rng
 from .config import CacheConfig, CpuConfig, WriteBufferConfig
@@ -76,6 +76,8 @@ class MemorySystem(Memory):
         self.holders: dict[int, int] = {}  # line -> bit mask of CPU caches holding it
         self.dirty: dict[int, int] = {}  # line -> last writer; order = least recent first
         self._mask = -cache.line_bytes
+        self._pages = self.cpu.pages  # the views' page arrays, read inline below
+        self._hw_pages = self.hw.pages
         self.write_buffer = (
             WriteBuffer(env, write_buffer, self.hw, cache.line_bytes, tracer=tracer)
             if write_buffer is not None and write_buffer.enabled
@@ -119,7 +121,10 @@ class MemorySystem(Memory):
             cost = self._load_miss
         if self._lru:
             self._touch(line)
-        return self.cpu.get(pa, 0), cost
+        if pa & 7:
+            return self.cpu.get(pa, 0), cost
+        page = self._pages.get(pa >> 12)  # PagedWords.get inlined
+        return (0 if page is None else page[(pa & 4095) >> 3]), cost
 
     def cpu_store(self, cpu: int, pa: int, value: int) -> int:
         """Store a word; returns the cycles."""
@@ -127,10 +132,11 @@ class MemorySystem(Memory):
         self.stores += 1
         self.holders[line] = 1 << (cpu + 1)
         self._dirty(line, cpu)
-        if value:
+        page = self._pages.get(pa >> 12)
+        if page is None or pa & 7:
             self.cpu[pa] = value
         else:
-            self.cpu.pop(pa, None)
+            page[(pa & 4095) >> 3] = value
         return self._store
 
     def cpu_cmpxchg(self, cpu: int, pa: int, expected: int, new: int) -> tuple[int, int]:
@@ -150,13 +156,17 @@ class MemorySystem(Memory):
             else:
                 cost = self._load_miss + self._cas_local
         self.holders[line] = bit
-        found = self.cpu.get(pa, 0)
+        page = self._pages.get(pa >> 12)
+        if page is None or pa & 7:
+            found = self.cpu.get(pa, 0)
+        else:
+            found = page[(pa & 4095) >> 3]
         if found == expected:
             self._dirty(line, cpu)
-            if new:
+            if page is None or pa & 7:
                 self.cpu[pa] = new
             else:
-                self.cpu.pop(pa, None)
+                page[(pa & 4095) >> 3] = new
         elif self._lru:
             self._touch(line)
         return found, cost
@@ -209,9 +219,7 @@ class MemorySystem(Memory):
         for line in self.lines(pa, nbytes):
             self.holders[line] = bit
             self._dirty(line, self.writer)
-        words = self.cpu
-        for a in range(pa, pa + nbytes, WORD):
-            words.pop(a, None)
+        self.cpu.fill(pa, nbytes, 0)
 
     def fill_both(self, pa: int, nbytes: int, value: int) -> None:
         """Write a value into both views (poisoning a freed page): the lines turn clean."""
@@ -220,13 +228,8 @@ class MemorySystem(Memory):
             self._clean(line)
             if wb is not None:
                 wb.discard(line)
-        cpu, hw = self.cpu, self.hw
-        for a in range(pa, pa + nbytes, WORD):
-            if value:
-                cpu[a] = hw[a] = value
-            else:
-                cpu.pop(a, None)
-                hw.pop(a, None)
+        self.cpu.fill(pa, nbytes, value)
+        self.hw.fill(pa, nbytes, value)
 
     def evict(self, line_pa: int) -> bool:
         """Write back one dirty line now, as an eviction would (drop it from every
@@ -245,11 +248,17 @@ class MemorySystem(Memory):
 
     def device_write(self, pa: int, value: int) -> None:
         """A coherent device write of one word: visible in both views at once."""
-        if value:
-            self.cpu[pa] = self.hw[pa] = value
+        number = pa >> 12
+        page = self._pages.get(number)
+        if page is None or pa & 7:
+            self.cpu[pa] = value
         else:
-            self.cpu.pop(pa, None)
-            self.hw.pop(pa, None)
+            page[(pa & 4095) >> 3] = value
+        page = self._hw_pages.get(number)
+        if page is None or pa & 7:
+            self.hw[pa] = value
+        else:
+            page[(pa & 4095) >> 3] = value
         if self.write_buffer is not None:
             self.write_buffer.patch(pa, value)
 
@@ -287,10 +296,7 @@ class MemorySystem(Memory):
         if self.write_buffer is None:
             super().write_back_line(line)
         else:
-            cpu = self.cpu
-            self.write_buffer.push(
-                line, [cpu.get(a, 0) for a in range(line, line + self.line_bytes, WORD)]
-            )
+            self.write_buffer.push(line, self.cpu.line(line, self.line_bytes))
         if self._tracer is not None:
             if self.write_buffer is None:
                 self._tracer.emit(self.name, "write_back", line=line, writer=writer, by=how)

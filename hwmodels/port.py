@@ -65,12 +65,23 @@ class WalkerPort:
         walker's number for the walk, traced so a read is tied to its walk."""
         mem = self.memory
         self.reads += 1
+        # PagedWords.get inlined: the word's page array, when it has one.
+        number, index = pa >> 12, (pa & 4095) >> 3
+        page = mem.cpu.pages.get(number)
+        if page is None or pa & 7:
+            current = mem.cpu.get(pa, 0)
+        else:
+            current = page[index]
         if self.cfg.coherent_walk:
-            value = mem.cpu.get(pa, 0)
+            value = current
             stale = False
         else:
-            value = mem.hw.get(pa, 0)
-            stale = value != mem.cpu.get(pa, 0)
+            page = mem.hw.pages.get(number)
+            if page is None or pa & 7:
+                value = mem.hw.get(pa, 0)
+            else:
+                value = page[index]
+            stale = value != current
             self.stale_reads += stale
         freed = self.allocator.is_free(pa)
         self.freed_reads += freed
@@ -95,7 +106,8 @@ class WalkerPort:
         """Atomically replace ``expected`` by ``new`` at ``pa``; returns the word found."""
         mem = self.memory
         self.updates += 1
-        found = mem.cpu.get(pa, 0)
+        page = mem.cpu.pages.get(pa >> 12)  # PagedWords.get inlined
+        found = mem.cpu.get(pa, 0) if page is None or pa & 7 else page[(pa & 4095) >> 3]
         if found == expected:
             mem.device_write(pa, new)
         if self._tracer is not None:

@@ -12,7 +12,7 @@ import itertools
 
 import simpy
 
-from ..tables.memory import WORD
+from ..tables.memory import WORD, PagedWords
 from .alarm import Alarm
 from .config import WriteBufferConfig
 from .trace import Tracer
@@ -25,7 +25,7 @@ class WriteBuffer:
         self,
         env: simpy.Environment,
         cfg: WriteBufferConfig,
-        dram_words: dict[int, int],
+        dram_words: PagedWords,
         line_bytes: int,
         *,
         tracer: Tracer | None = None,
@@ -100,12 +100,9 @@ class WriteBuffer:
 
     def _write(self, line: int, words: list[int], how: str, depth: int) -> None:
         """Write one line to DRAM; ``depth``: the lines still waiting after it (traced)."""
-        dram = self._dram
-        for pa, value in zip(range(line, line + self._line_bytes, WORD), words, strict=True):
-            if value:
-                dram[pa] = value
-            else:
-                dram.pop(pa, None)
+        if len(words) != -(-self._line_bytes // WORD):
+            raise ValueError(f"{len(words)} words for a line of {self._line_bytes} bytes")
+        self._dram.put_line(line, words)
         if self._tracer is not None:
             self._tracer.emit(self.name, how, line=line, depth=depth)
 

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
-from .memory import Memory, PageAllocator
+from .memory import Memory, PageAllocator, PagedWords
 from .transactions import (
     ALLOC_TABLE,
     CHANGE_TOP,
@@ -236,16 +236,22 @@ class ViewExecutor:
     without disturbing a timed cache model.
     """
 
-    def __init__(self, words: dict[int, int]) -> None:
+    def __init__(self, words: PagedWords) -> None:
         self.words = words
 
     def run(self, op: Operation) -> Any:
-        get = self.words.get
+        words = self.words
+        pages = words.pages
         try:
             tx = next(op)
             while True:
                 if tx[0] is LOAD:
-                    tx = op.send(get(tx[1], 0))
+                    pa = tx[1]
+                    page = pages.get(pa >> 12)  # PagedWords.get inlined
+                    if page is None or pa & 7:
+                        tx = op.send(words.get(pa, 0))
+                    else:
+                        tx = op.send(page[(pa & 4095) >> 3])
                 elif tx[0] is WORK:
                     tx = op.send(None)
                 else:

@@ -16,7 +16,7 @@ from ..errors import EOPNOTSUPP
 from ..executor import ViewExecutor
 from ..fixes import Fixes
 from ..iter import Gen
-from ..memory import KERNEL_DATA_BASE
+from ..memory import KERNEL_DATA_BASE, PagedWords
 from ..pages import free_table
 from ..transactions import INVALIDATE_RANGE, WAIT_INVALIDATION
 from .iommu import IotlbGather
@@ -122,6 +122,6 @@ class Driver:
             self.warnings.append(what)
         return condition
 
-    def peek(self, words: dict[int, int], iova: int, root: tuple[int, int] | None) -> tuple:
+    def peek(self, words: PagedWords, iova: int, root: tuple[int, int] | None) -> tuple:
         """Run ``lookup`` on a plain view of memory (no executor, no cost)."""
         return ViewExecutor(words).run(self.lookup(iova, root))
