@@ -261,13 +261,18 @@ class DmaSpec(Node):
     after: Name | None = None
 
 
+# Requests a stream keeps in flight at most: PCIe 6.0's 14-bit tags (a device's
+# outstanding non-posted requests); each is a worker kept for the whole run.
+MAX_OUTSTANDING = 1 << 14
+
+
 class StreamSpec(StartSpec):
     pattern: Literal["sequential", "random"] = "sequential"
     region: Region
     count: Annotated[int, Field(ge=1)]
     size: Size = 64
     access: Literal["read", "write"] = "read"
-    outstanding: Annotated[int, Field(ge=1)] = 1
+    outstanding: Annotated[int, Field(ge=1, le=MAX_OUTSTANDING)] = 1
     gap: Cycles = 0
 
 

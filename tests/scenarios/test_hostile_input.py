@@ -192,3 +192,20 @@ def test_values_that_could_not_run_are_refused_at_load(case, cli, tmp_path):
     assert problem.startswith(f"{tmp_path / 's.yaml'}:{line}: {path}: "), problem
     assert message in problem
     only_inputs(tmp_path, "s.yaml")
+
+
+def test_a_stream_with_more_in_flight_than_pcie_tags_is_refused(cli, tmp_path):
+    """Found by a long fuzz run: outstanding 2*10**11 built one worker per slot and the
+    process grew until the kernel killed it; now a located message at load."""
+    (tmp_path / "s.yaml").write_text(
+        "name: wide\n"
+        "hardware: vtd-coherent\n"
+        "table: {format: x86_64}\n"
+        "devices:\n"
+        "  - name: nic0\n"
+        "    stream: {region: {base: 0x40000000, size: 8K}, count: 2,\n"
+        "             outstanding: 200000000000}\n")
+    problem = one_problem(cli("run", tmp_path / "s.yaml"))
+    assert problem.startswith(f"{tmp_path / 's.yaml'}:7: devices[0].stream.outstanding: "), problem
+    assert "16384" in problem
+    only_inputs(tmp_path, "s.yaml")
